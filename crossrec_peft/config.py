@@ -1,0 +1,242 @@
+"""The run configuration: a typed schema, YAML loading, ``key=value`` overrides and validation.
+
+Sections are dataclasses checked by OmegaConf (types and unknown keys). Pluggable components (backbone,
+method, fusion, user encoder, objective) are written as ``{name: ..., <options>}``; their options are checked
+against the dataclass that the component registered, so a plugin's options are validated like built-in ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from . import registry
+from .errors import ConfigError, did_you_mean
+
+
+@dataclass
+class ModalityConfig:
+    # Item fields read by this modality, in order; text fields are joined into one passage.
+    fields: List[str] = field(default_factory=lambda: ["title"])
+    backbone: Dict[str, Any] = field(default_factory=lambda: {"name": "minilm"})
+    method: Dict[str, Any] = field(default_factory=lambda: {"name": "lora"})
+
+
+@dataclass
+class ModelConfig:
+    modalities: Dict[str, ModalityConfig] = field(default_factory=lambda: {"text": ModalityConfig()})
+    fusion: Dict[str, Any] = field(default_factory=lambda: {"name": "mean"})
+    user_encoder: Dict[str, Any] = field(default_factory=lambda: {"name": "mean"})
+    # Both towers end in x + B(A(x)) with B zero at start: rank of A, B. Zero start keeps the untuned
+    # model equal to the backbone's own embeddings, so "untuned" is an honest zero-shot baseline.
+    head_rank: int = 32
+    temperature: float = 0.05
+    learn_temperature: bool = True
+    max_history: int = 20
+
+
+@dataclass
+class DataConfig:
+    # A directory in the standard layout; null generates (or reuses) the domain's demo catalog.
+    path: Optional[str] = None
+    num_items: int = 2000
+    num_users: int = 3000
+    # Where demo catalogs are kept; null: $CROSSREC_PEFT_CACHE or ~/.cache/crossrec-peft.
+    cache_dir: Optional[str] = None
+    min_interactions: int = 3
+
+
+@dataclass
+class TrainConfig:
+    objective: Dict[str, Any] = field(default_factory=lambda: {"name": "retrieval"})
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    # Stop when validation NDCG@10 has not improved for this many epochs; the best epoch's weights are kept.
+    patience: int = 2
+    # Training pairs drawn per user and epoch: a random cut of the user's training history.
+    samples_per_user: int = 1
+    eval_batch_size: int = 256
+    mixed_precision: str = "no"
+    cpu: bool = False
+    log_every: int = 10
+
+
+@dataclass
+class EvalConfig:
+    ks: List[int] = field(default_factory=lambda: [5, 10, 20])
+
+
+@dataclass
+class ExportConfig:
+    enabled: bool = True
+
+
+@dataclass
+class Config:
+    description: str = ""
+    name: str = "run"
+    domain: str = "ecommerce"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def _keys_at(schema: DictConfig, dotted: str) -> list[str]:
+    node: Any = schema
+    for part in [p for p in dotted.split(".") if p]:
+        if not isinstance(node, DictConfig) or part not in node:
+            return []
+        node = node[part]
+    return list(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _explain(exc: OmegaConfBaseException, source: str, schema: DictConfig) -> ConfigError:
+    full_key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+    if isinstance(exc, ConfigKeyError):
+        parent, _, key = str(full_key).rpartition(".")
+        valid = _keys_at(schema, parent)
+        where = f" in section '{parent}'" if parent else ""
+        return ConfigError(
+            f"{source}: unknown key '{full_key}'{where}.{did_you_mean(key, valid)} "
+            f"Valid keys here: {', '.join(valid)}."
+        )
+    msg = str(exc).splitlines()[0]
+    return ConfigError(f"{source}: invalid value for '{full_key}': {msg}.")
+
+
+def load_config(source: Mapping | str | Path, overrides: list[str] | None = None, *, name: str | None = None) -> DictConfig:
+    """Merge a YAML file (or mapping) and ``key=value`` overrides onto the schema, then validate."""
+    schema = OmegaConf.structured(Config)
+    label = str(source) if isinstance(source, (str, Path)) else "config"
+    try:
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if not path.is_file():
+                raise ConfigError(f"Config file '{path}' does not exist.")
+            user = OmegaConf.load(path)
+        else:
+            user = OmegaConf.create(dict(source))
+        if not isinstance(user, DictConfig):
+            raise ConfigError(f"{label}: a config must be a YAML mapping, got {type(user).__name__}.")
+        cfg = OmegaConf.merge(schema, user)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, label, schema) from None
+    except Exception as exc:  # YAML syntax errors and the like
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{label}: cannot be read as YAML: {exc}") from None
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"Override '{bad[0]}' is not of the form key=value (for example train.epochs=1).")
+        # `model.modalities.text.method=ia3` swaps a whole component for another with its default options
+        # (merging would keep the old component's options, which the new one may not accept).
+        replaced, rest = [], []
+        for item in overrides:
+            key, _, value = item.partition("=")
+            node = OmegaConf.select(cfg, key, default=None)
+            is_component = isinstance(node, DictConfig) and "name" in node
+            (replaced if is_component and not value.lstrip().startswith("{") else rest).append((key, value))
+        try:
+            for key, value in replaced:
+                OmegaConf.update(cfg, key, {"name": value}, merge=False)
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in rest]))
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, "command-line override", schema) from None
+    if name is not None and cfg.name == "run":
+        cfg.name = name
+    validate(cfg)
+    return cfg
+
+
+def component(reg: registry.Registry, spec: Mapping, where: str):
+    """Resolve ``{name: ..., options}`` against `reg`: (entry, argument, options object)."""
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"'{where}.name' is missing: name one of {', '.join(reg.names())}.")
+    try:
+        entry, argument = reg.resolve(name)
+    except ConfigError as exc:
+        raise ConfigError(f"'{where}.name': {exc}") from None
+    if entry.options is None:
+        if spec:
+            raise ConfigError(f"{reg.kind} '{name}' takes no options, but '{where}' sets {', '.join(spec)}.")
+        return entry, argument, None
+    valid = [f.name for f in dataclasses.fields(entry.options)]
+    for key in spec:
+        if key not in valid:
+            raise ConfigError(
+                f"Unknown key '{where}.{key}' for {reg.kind} '{name}'.{did_you_mean(key, valid)} "
+                f"Valid keys: name, {', '.join(valid)}."
+            )
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(entry.options), spec)
+        options = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or getattr(exc, "key", "?")
+        raise ConfigError(f"Invalid value for '{where}.{key}': {str(exc).splitlines()[0]}.") from None
+    check = getattr(options, "check", None)
+    if callable(check):
+        problem = check()
+        if problem:
+            raise ConfigError(f"'{where}': {problem}")
+    return entry, argument, options
+
+
+def validate(cfg: DictConfig) -> None:
+    """Everything that can be checked without loading data or weights, so mistakes fail in a second."""
+    m = cfg.model
+    if not m.modalities:
+        raise ConfigError("'model.modalities' is empty: configure at least one modality (for example text).")
+    for mod_name, mod in m.modalities.items():
+        if not mod.fields:
+            raise ConfigError(f"'model.modalities.{mod_name}.fields' is empty: name the item fields to encode.")
+        component(registry.backbones, mod.backbone, f"model.modalities.{mod_name}.backbone")
+        component(registry.methods, mod.method, f"model.modalities.{mod_name}.method")
+    component(registry.fusions, m.fusion, "model.fusion")
+    component(registry.user_encoders, m.user_encoder, "model.user_encoder")
+    component(registry.objectives, cfg.train.objective, "train.objective")
+    try:
+        registry.domains.resolve(cfg.domain)
+    except ConfigError as exc:
+        raise ConfigError(f"'domain': {exc}") from None
+    positive = {
+        "model.head_rank": m.head_rank, "model.max_history": m.max_history, "train.epochs": cfg.train.epochs,
+        "train.batch_size": cfg.train.batch_size, "train.samples_per_user": cfg.train.samples_per_user,
+        "train.eval_batch_size": cfg.train.eval_batch_size, "data.num_items": cfg.data.num_items,
+        "data.num_users": cfg.data.num_users, "train.log_every": cfg.train.log_every,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"'{key}' must be positive, got {value}.")
+    if m.temperature <= 0:
+        raise ConfigError(f"'model.temperature' must be positive, got {m.temperature}.")
+    if cfg.train.batch_size < 2:
+        raise ConfigError("'train.batch_size' must be at least 2: in-batch negatives need other rows.")
+    if not 0 <= cfg.train.warmup_ratio < 1:
+        raise ConfigError(f"'train.warmup_ratio' must be in [0, 1), got {cfg.train.warmup_ratio}.")
+    if cfg.train.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ConfigError(f"'train.mixed_precision' must be no, fp16 or bf16, got '{cfg.train.mixed_precision}'.")
+    if cfg.data.min_interactions < 3:
+        raise ConfigError("'data.min_interactions' must be at least 3: leave-one-out needs train, validation and test items.")
+    if not cfg.eval.ks or any(k <= 0 for k in cfg.eval.ks):
+        raise ConfigError(f"'eval.ks' must list positive cut-offs, got {list(cfg.eval.ks)}.")
+    if 10 not in cfg.eval.ks:
+        raise ConfigError("'eval.ks' must include 10: early stopping and reports use NDCG@10.")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)

@@ -1,0 +1,41 @@
+"""User-facing errors.
+
+Everything the user can get wrong (a name, a config value, a data file) raises `CrossrecError`; the CLI prints
+its message as one paragraph and exits with code 2, without a traceback. Any other exception is a bug in
+crossrec-peft or a library, and the CLI says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class CrossrecError(Exception):
+    """An error caused by the user's input, with a message meant to be read by that user."""
+
+    exit_code = 2
+
+
+class ConfigError(CrossrecError):
+    """A recipe or config value is unknown, of the wrong type, or inconsistent."""
+
+
+class DataError(CrossrecError):
+    """A data file is missing, malformed, or inconsistent with the others."""
+
+
+class PackageError(CrossrecError):
+    """An adapter package is missing files, was tampered with, or does not fit the backbone."""
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The most similar of `choices` to `name`, or None when nothing is reasonably close."""
+    found = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return found[0] if found else None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' Did you mean 'x'?' or an empty string."""
+    match = closest(name, choices)
+    return f" Did you mean '{match}'?" if match else ""

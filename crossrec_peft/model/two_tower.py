@@ -1,0 +1,107 @@
+"""The recommender: an item tower over one encoder per modality, a user tower over item histories, and
+cosine similarity scaled by a temperature.
+
+    item  ─► per modality: backbone (+ method) ─► embedding ─► fusion ─► content h ─► item head ─► e
+    user  ─► content h of each history item ─► user encoder ─► user head ─► u        score = cos(u, e) / T
+
+Both towers share the content vectors h, so an evaluation encodes the catalog once and derives every user
+from it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .heads import ResidualLowRank
+
+
+class ModalityEncoder(nn.Module):
+    """One modality of an item: which fields it reads, its backbone and the method tuning that backbone."""
+
+    def __init__(self, name: str, fields: Sequence[str], backbone: nn.Module, method: Any):
+        super().__init__()
+        self.name = name
+        self.fields = list(fields)
+        self.backbone = backbone
+        self.method = method  # not a module: the method's weights live inside the backbone
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.backbone.hidden_size)
+
+    def featurize(self, items: Mapping[str, Sequence[Any]]) -> dict[str, torch.Tensor]:
+        """Model inputs for every catalog item (columns of the items table, in catalog order)."""
+        columns = [items[f] for f in self.fields]
+        texts = [". ".join(str(v).strip() for v in values if v is not None and str(v).strip()) for values in zip(*columns)]
+        return self.backbone.featurize(texts)
+
+    def collate(self, features: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.backbone.collate(features, index)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if any(p.requires_grad for p in self.backbone.parameters()):
+            return self.backbone(**inputs)
+        with torch.no_grad():  # a frozen backbone needs no activations kept for backward
+            return self.backbone(**inputs)
+
+
+class TwoTowerModel(nn.Module):
+    def __init__(
+        self,
+        modalities: Mapping[str, ModalityEncoder],
+        fusion: nn.Module,
+        user_encoder: nn.Module,
+        *,
+        head_rank: int,
+        temperature: float,
+        learn_temperature: bool,
+    ):
+        super().__init__()
+        self.modalities = nn.ModuleDict(dict(modalities))
+        self.fusion = fusion
+        self.user_encoder = user_encoder
+        dim = int(fusion.out_dim)
+        self.dim = dim
+        self.item_head = ResidualLowRank(dim, head_rank)
+        self.user_head = ResidualLowRank(int(user_encoder.out_dim), head_rank)
+        log_t = torch.tensor(math.log(temperature))
+        if learn_temperature:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t)
+
+    # -- inputs ------------------------------------------------------------------------------------------------
+    def featurize(self, items: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, torch.Tensor]]:
+        return {name: enc.featurize(items) for name, enc in self.modalities.items()}
+
+    def collate_items(self, features: dict[str, dict[str, torch.Tensor]], index: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        return {name: self.modalities[name].collate(features[name], index) for name in self.modalities}
+
+    # -- towers ------------------------------------------------------------------------------------------------
+    def encode_content(self, item_inputs: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+        embeddings = {name: enc(item_inputs[name]) for name, enc in self.modalities.items()}
+        return self.fusion(embeddings)
+
+    def item_vectors(self, content: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.item_head(content), dim=-1)
+
+    def user_vectors(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.user_head(self.user_encoder(history, mask)), dim=-1)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return torch.exp(-self.log_temperature)
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """User vectors, target item vectors and the logit scale for a batch built by `data.batching.Collator`."""
+        content = self.encode_content(batch["items"])
+        return {
+            "users": self.user_vectors(content[batch["history"]], batch["history_mask"]),
+            "items": self.item_vectors(content[batch["target"]]),
+            "logit_scale": self.logit_scale,
+        }

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+
+from crossrec_peft import recipes
+from crossrec_peft.config import load_config
+from crossrec_peft.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", recipes.names())
+def test_every_shipped_recipe_validates(name):
+    cfg = load_config(recipes.path(name), name=name)
+    assert cfg.description, f"recipe {name} needs a description line for `recipe ls`"
+    assert cfg.name == name
+
+
+def test_overrides_are_dotted_and_typed():
+    cfg = load_config(recipes.path("ecommerce"), ["train.epochs=7", "model.modalities.text.method.r=4", "data.path=/x"])
+    assert cfg.train.epochs == 7 and cfg.model.modalities.text.method.r == 4 and cfg.data.path == "/x"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.epoch=1", "Did you mean 'epochs'?"),
+        ("trian.epochs=1", "Did you mean 'train'?"),
+        ("train.epochs=many", "invalid value for 'train.epochs'"),
+        ("model.modalities.text.method.name=lorra", "Did you mean 'lora'?"),
+        ("model.modalities.text.method.alpah=4", "Did you mean 'alpha'"),
+        ("model.modalities.text.method.r=-1", "r must be positive"),
+        ("model.modalities.text.backbone.name=minlm", "Did you mean 'minilm'?"),
+        ("model.modalities.text.backbone.pooling=max", "pooling must be"),
+        ("model.fusion.name=concatt", "Unknown fusion"),
+        ("train.objective.name=retreival", "Did you mean 'retrieval'?"),
+        ("domain=ecomerce", "Did you mean 'ecommerce'?"),
+        ("train.batch_size=1", "at least 2"),
+        ("eval.ks=[5,20]", "must include 10"),
+        ("data.min_interactions=2", "at least 3"),
+        ("train.mixed_precision=fp8", "mixed_precision"),
+    ],
+)
+def test_bad_values_name_the_key(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(recipes.path("ecommerce"), [override])
+    assert expected in str(err.value)
+
+
+def test_component_swap_takes_the_new_defaults():
+    cfg = load_config(recipes.path("ecommerce"), ["model.modalities.text.method=ia3"])
+    assert dict(cfg.model.modalities.text.method) == {"name": "ia3"}
+    cfg = load_config(recipes.path("ecommerce"), ["model.modalities.text.method=frozen", "train.epochs=2"])
+    assert dict(cfg.model.modalities.text.method) == {"name": "frozen"} and cfg.train.epochs == 2
+    cfg = load_config(recipes.path("ecommerce"), ["model.modalities.text.method={name: lora, r: 2}"])
+    assert cfg.model.modalities.text.method.r == 2 and cfg.model.modalities.text.method.alpha == 16
+
+
+def test_override_without_equals_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(recipes.path("ecommerce"), ["train.epochs"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_unknown_key_in_user_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("train:\n  epochz: 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "epochs" in str(err.value)
+
+
+def test_yaml_syntax_error(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="cannot be read as YAML"):
+        load_config(path)

@@ -1,0 +1,77 @@
+"""A whole run on the tiny BERT: run directory, report schema, and the exported package reproducing the
+reported test metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crossrec_peft import recipes
+from crossrec_peft.config import load_config
+from crossrec_peft.data import leave_one_out, load_data
+from crossrec_peft.evaluation import encode_catalog, evaluate_cases, model_scorer
+from crossrec_peft.package import load_package
+from crossrec_peft.pipeline import run
+from tests.conftest import tiny_overrides
+
+METRIC_KEYS = {f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in (5, 10, 20)}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_bert, tmp_path_factory):
+    cfg = load_config(recipes.path("ecommerce"), tiny_overrides(tiny_bert, **{"train.epochs": 2}), name="ecommerce")
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    report = run(cfg, run_dir, progress=False, summary=False)
+    return cfg, run_dir, report
+
+
+def test_run_directory(tiny_run):
+    _, run_dir, _ = tiny_run
+    for name in ("config.yaml", "metrics.jsonl", "report.json", "report.md", "adapter/crossrec.json"):
+        assert (run_dir / name).is_file(), name
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r.get("split") == "validation"] == [1, 2]
+    assert load_config(run_dir / "config.yaml").train.epochs == 2  # the resolved config reloads
+
+
+def test_report_schema(tiny_run):
+    _, run_dir, report = tiny_run
+    on_disk = json.loads((run_dir / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert set(on_disk["metrics"]) == {"model", "untuned", "popularity"}
+    for system, values in on_disk["metrics"].items():
+        assert set(values) == METRIC_KEYS, system
+        assert all(0.0 <= v <= 1.0 for v in values.values())
+        assert values["recall@5"] <= values["recall@10"] <= values["recall@20"]
+    p = on_disk["params"]
+    assert 0 < p["trainable"] < p["total"] and p["share"] == p["trainable"] / p["total"]
+    assert 0 < on_disk["adapter_bytes"] < on_disk["backbone_bytes"]
+    assert on_disk["train_seconds"] > 0 and on_disk["best_epoch"] in (1, 2)
+    assert on_disk["data"]["users"] == 80 and on_disk["data"]["items"] == 120
+    assert "Before and after fine-tuning" in (run_dir / "report.md").read_text()
+
+
+def test_package_reproduces_reported_metrics(tiny_run):
+    cfg, run_dir, report = tiny_run
+    model, manifest = load_package(run_dir / "adapter")
+    assert manifest["metrics"]["model"] == report["metrics"]["model"]
+    data = load_data(cfg)
+    split = leave_one_out(data.sequences)
+    features = model.featurize({f: data.items.data.column(f).to_pylist() for f in ("title", "category")})
+    content = encode_catalog(model, features, len(data.item_ids), 64, progress=False)
+    again = evaluate_cases(model_scorer(model, content, cfg.model.max_history), split.test, list(cfg.eval.ks), seed=cfg.seed)
+    assert again == report["metrics"]["model"]
+
+
+def test_user_data_directory_is_not_modified(tiny_bert, tmp_path):
+    import hashlib
+
+    from tests.conftest import small_layout
+
+    data_dir = small_layout(tmp_path / "mine", num_items=30, num_users=20, length=6)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in data_dir.iterdir()}
+    cfg = load_config(recipes.path("ecommerce"), tiny_overrides(tiny_bert, **{"data.path": str(data_dir), "export.enabled": "false"}))
+    report = run(cfg, tmp_path / "run", progress=False, summary=False)
+    assert report["data"]["users"] == 20 and report["adapter_dir"] is None
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in data_dir.iterdir()} == before
