@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -29,7 +30,9 @@ class ModalityConfig:
 
 @dataclass
 class ModelConfig:
-    modalities: Dict[str, ModalityConfig] = field(default_factory=lambda: {"text": ModalityConfig()})
+    # No default: a default modality would be merged into every user's modalities (an image-only recipe
+    # would silently gain a text tower). Recipes name theirs.
+    modalities: Dict[str, ModalityConfig] = field(default_factory=dict)
     fusion: Dict[str, Any] = field(default_factory=lambda: {"name": "mean"})
     user_encoder: Dict[str, Any] = field(default_factory=lambda: {"name": "mean"})
     # Both towers end in x + B(A(x)) with B zero at start: rank of A, B. Zero start keeps the untuned
@@ -49,6 +52,9 @@ class DataConfig:
     # Where demo catalogs are kept; null: $CROSSREC_PEFT_CACHE or ~/.cache/crossrec-peft.
     cache_dir: Optional[str] = None
     min_interactions: int = 3
+    # Items whose image is missing, unreadable or too large: "error" stops with the item and path;
+    # "placeholder" counts them in a warning and encodes those items without their image.
+    on_bad_image: str = "error"
 
 
 @dataclass
@@ -143,15 +149,24 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
             raise ConfigError(f"Override '{bad[0]}' is not of the form key=value (for example train.epochs=1).")
         # `model.modalities.text.method=ia3` swaps a whole component for another with its default options
         # (merging would keep the old component's options, which the new one may not accept).
+        # `...method={name: bottleneck, kind: houlsby}` likewise replaces it when the name changes, and sets
+        # options of the same component when it does not.
         replaced, rest = [], []
         for item in overrides:
             key, _, value = item.partition("=")
             node = OmegaConf.select(cfg, key, default=None)
-            is_component = isinstance(node, DictConfig) and "name" in node
-            (replaced if is_component and not value.lstrip().startswith("{") else rest).append((key, value))
+            if isinstance(node, DictConfig) and "name" in node:
+                parsed = yaml.safe_load(value) if value.strip() else None
+                if isinstance(parsed, str):
+                    replaced.append((key, {"name": parsed}))
+                    continue
+                if isinstance(parsed, dict) and parsed.get("name", node.name) != node.name:
+                    replaced.append((key, parsed))
+                    continue
+            rest.append((key, value))
         try:
             for key, value in replaced:
-                OmegaConf.update(cfg, key, {"name": value}, merge=False)
+                OmegaConf.update(cfg, key, value, merge=False)
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in rest]))
         except OmegaConfBaseException as exc:
             raise _explain(exc, "command-line override", schema) from None
@@ -232,6 +247,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"'train.mixed_precision' must be no, fp16 or bf16, got '{cfg.train.mixed_precision}'.")
     if cfg.data.min_interactions < 3:
         raise ConfigError("'data.min_interactions' must be at least 3: leave-one-out needs train, validation and test items.")
+    if cfg.data.on_bad_image not in ("error", "placeholder"):
+        raise ConfigError(f"'data.on_bad_image' must be error or placeholder, got '{cfg.data.on_bad_image}'.")
     if not cfg.eval.ks or any(k <= 0 for k in cfg.eval.ks):
         raise ConfigError(f"'eval.ks' must list positive cut-offs, got {list(cfg.eval.ks)}.")
     if 10 not in cfg.eval.ks:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from . import registry
 from .config import component, to_yaml
 from .data import leave_one_out, load_data
+from .data.source import model_fields
 from .evaluation import encode_catalog, evaluate_cases, model_scorer, popularity_scorer
 from .methods.base import count_parameters
 from .model import build_model
@@ -57,8 +58,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
     console.print(f"  {len(data.item_ids):,} items, {len(data.user_ids):,} users, {data.num_interactions:,} interactions")
 
     model = build_model(cfg.model)
-    fields = sorted({f for m in cfg.model.modalities.values() for f in m.fields})
-    features = model.featurize({f: data.items.data.column(f).to_pylist() for f in fields})
+    features = model.featurize(data.columns(model_fields(cfg)), data.feature_context(cfg.data.on_bad_image))
     model.to(accelerator.device)
     trainable, total = count_parameters(model)
     console.print(f"  model: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")

@@ -52,6 +52,8 @@ def test_component_swap_takes_the_new_defaults():
     assert dict(cfg.model.modalities.text.method) == {"name": "frozen"} and cfg.train.epochs == 2
     cfg = load_config(recipes.path("ecommerce"), ["model.modalities.text.method={name: lora, r: 2}"])
     assert cfg.model.modalities.text.method.r == 2 and cfg.model.modalities.text.method.alpha == 16
+    cfg = load_config(recipes.path("ecommerce"), ["model.modalities.text.method={name: bottleneck, kind: houlsby}"])
+    assert dict(cfg.model.modalities.text.method) == {"name": "bottleneck", "kind": "houlsby"}
 
 
 def test_override_without_equals_and_missing_file(tmp_path):

@@ -1,6 +1,7 @@
 """Frozen pretrained encoders, one per modality. Importing this package registers the built-ins."""
 
-from . import text  # noqa: F401  (registers minilm, hf)
+from . import clip, text  # noqa: F401  (register openclip, minilm, hf)
+from .base import FeatureContext
 from .spec import ARCHITECTURES, ArchSpec, arch_spec
 
-__all__ = ["ARCHITECTURES", "ArchSpec", "arch_spec"]
+__all__ = ["ARCHITECTURES", "ArchSpec", "FeatureContext", "arch_spec"]

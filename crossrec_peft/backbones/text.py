@@ -7,13 +7,15 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..registry import backbones
+from .base import FeatureContext
+from .quantize import check_mode, default_device, hf_quantization_config, keep_trainable_layout
 from .spec import ArchSpec, arch_spec
 
 log = logging.getLogger(__name__)
@@ -26,8 +28,11 @@ class TextBackboneOptions:
     pooling: str = "mean"  # mean | cls
     max_length: int = 32
     revision: Optional[str] = None  # Hub revision for hf:<id>; ignored for local paths
+    quantize: str = "none"  # none | int8 | nf4 (bitsandbytes)
 
     def check(self) -> str | None:
+        if check_mode(self.quantize):
+            return check_mode(self.quantize)
         if self.pooling not in ("mean", "cls"):
             return f"pooling must be 'mean' or 'cls', got '{self.pooling}'."
         if self.max_length < 2:
@@ -51,6 +56,9 @@ class TextBackbone(nn.Module):
         try:
             # trust_remote_code stays False: a backbone is weights and a known architecture, never code.
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, **kwargs)
+            quantization = hf_quantization_config(options.quantize)
+            if quantization is not None:
+                kwargs.update(quantization_config=quantization, device_map={"": default_device()})
             self.model = AutoModel.from_pretrained(path, trust_remote_code=False, use_safetensors=True, **kwargs)
         except (OSError, ValueError) as exc:
             where = "local directory" if Path(path).is_dir() else "Hugging Face Hub id (needs network or the local cache)"
@@ -66,6 +74,9 @@ class TextBackbone(nn.Module):
         self.path = path
         self.model_id = model_id
         self.options = options
+        self.quantized = options.quantize != "none"
+        if self.quantized:
+            keep_trainable_layout(self.model)
         self.model_type: str = self.model.config.model_type
         self.hidden_size: int = int(self.model.config.hidden_size)
 
@@ -80,8 +91,14 @@ class TextBackbone(nn.Module):
         get_base = getattr(model, "get_base_model", None)
         return get_base() if callable(get_base) else model
 
-    def featurize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Token ids for every text, padded to max_length (collate trims padding per batch)."""
+    def featurize(self, columns: Sequence[Sequence[Any]], context: FeatureContext) -> dict[str, torch.Tensor]:
+        """Token ids for every item: its text fields joined into one passage, padded to max_length (collate
+        trims the padding per batch). An item with no text in any field is an error naming it."""
+        texts = [". ".join(str(v).strip() for v in values if v is not None and str(v).strip()) for values in zip(*columns)]
+        empty = [i for i, t in enumerate(texts) if not t]
+        if empty:
+            more = f" ({len(empty) - 1} more items have none)" if len(empty) > 1 else ""
+            raise DataError(f"{context.locate(empty[0])}: item '{context.item_ids[empty[0]]}' has no text in the fields this model reads.{more}")
         enc = self.tokenizer(
             texts, padding="max_length", truncation=True, max_length=self.options.max_length, return_tensors="pt"
         )

@@ -22,7 +22,7 @@ class Domain:
 
 @domains.register("ecommerce")
 def ecommerce(options: None = None, argument: str | None = None) -> Domain:
-    """Products with titles, descriptions and categories; demo users with category, style and colour tastes."""
+    """Products with titles, descriptions, categories and images; demo tastes for category, style, colour and pattern."""
     from .demo import ecommerce as gen
 
     return Domain(
@@ -30,7 +30,7 @@ def ecommerce(options: None = None, argument: str | None = None) -> Domain:
         description="Products with titles, descriptions and categories",
         text_fields=("title", "category"),
         generate=gen.generate,
-        generator_version=1,
+        generator_version=2,
     )
 
 

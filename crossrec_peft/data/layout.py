@@ -29,6 +29,17 @@ class RecData:
     user_ids: list[str]
     sequences: list[np.ndarray]
     source: str
+    items_path: Path
+
+    def columns(self, fields: Sequence[str]) -> dict[str, list]:
+        return {f: self.items.data.column(f).to_pylist() for f in fields}
+
+    def feature_context(self, on_bad_image: str = "error") -> "FeatureContext":  # noqa: F821
+        from ..backbones.base import FeatureContext
+
+        return FeatureContext(
+            item_ids=self.item_ids, root=Path(self.source), where=lambda row: _where(self.items_path, row), on_bad_image=on_bad_image
+        )
 
     @property
     def num_interactions(self) -> int:
@@ -127,7 +138,9 @@ def _timestamps(ds, path: Path) -> np.ndarray:
     return values
 
 
-def load_layout(directory: str | Path, text_fields: Sequence[str], *, min_interactions: int = 3) -> RecData:
+def load_layout(directory: str | Path, fields: Sequence[str], *, min_interactions: int = 3) -> RecData:
+    """Load and check a standard-layout directory; `fields` are the item columns the model reads (each
+    backbone checks their values when it prepares its inputs)."""
     import pandas as pd
 
     directory = Path(directory)
@@ -138,8 +151,8 @@ def load_layout(directory: str | Path, text_fields: Sequence[str], *, min_intera
 
     items = read_table(items_path)
     _require_columns(
-        items, items_path, ["item_id", *text_fields],
-        f" The model reads the item fields {', '.join(text_fields)} (set model.modalities.<name>.fields to change them).",
+        items, items_path, ["item_id", *fields],
+        f" The model reads the item fields {', '.join(fields)} (set model.modalities.<name>.fields to change them).",
     )
     item_ids = _id_column(items, items_path, "item_id")
     index = pd.Index(item_ids)
@@ -150,13 +163,6 @@ def load_layout(directory: str | Path, text_fields: Sequence[str], *, min_intera
         raise DataError(
             f"{_where(items_path, rows[1])}, field 'item_id': duplicate item id '{first}' "
             f"(first at {_where(items_path, rows[0]).split(', ', 1)[1]}).{_and_more(len(dup) - len(rows), 'rows repeat other ids')}"
-        )
-    texts = [items.data.column(f).to_pylist() for f in text_fields]
-    empty = [i for i, vals in enumerate(zip(*texts)) if not any(v is not None and str(v).strip() for v in vals)]
-    if empty:
-        raise DataError(
-            f"{_where(items_path, empty[0])}: item '{item_ids[empty[0]]}' has no text in any of the fields "
-            f"{', '.join(text_fields)}.{_and_more(len(empty) - 1, 'items have none')}"
         )
 
     inter = read_table(inter_path)
@@ -191,4 +197,4 @@ def load_layout(directory: str | Path, text_fields: Sequence[str], *, min_intera
         )
     if not sequences:
         raise DataError(f"{inter_path}: no interactions.")
-    return RecData(items=items, item_ids=item_ids, user_ids=user_ids, sequences=sequences, source=str(directory))
+    return RecData(items=items, item_ids=item_ids, user_ids=user_ids, sequences=sequences, source=str(directory), items_path=items_path)

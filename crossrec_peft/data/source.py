@@ -41,7 +41,8 @@ def ensure_demo(cfg: DictConfig) -> Path:
     return target
 
 
-def text_fields(cfg: DictConfig) -> list[str]:
+def model_fields(cfg: DictConfig) -> list[str]:
+    """Every item field some modality reads, in config order."""
     fields: list[str] = []
     for mod in cfg.model.modalities.values():
         fields.extend(f for f in mod.fields if f not in fields)
@@ -50,4 +51,4 @@ def text_fields(cfg: DictConfig) -> list[str]:
 
 def load_data(cfg: DictConfig) -> RecData:
     directory = Path(cfg.data.path).expanduser() if cfg.data.path else ensure_demo(cfg)
-    return load_layout(directory, text_fields(cfg), min_interactions=cfg.data.min_interactions)
+    return load_layout(directory, model_fields(cfg), min_interactions=cfg.data.min_interactions)

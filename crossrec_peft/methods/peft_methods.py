@@ -34,8 +34,11 @@ class PeftMethod(Method):
         return list(defaults)
 
     def attach(self, backbone: nn.Module) -> None:
-        from peft import get_peft_model
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
+        if getattr(backbone, "quantized", False) and hasattr(backbone.model, "is_loaded_in_8bit"):
+            # peft's k-bit preparation for a quantized Hugging Face model: fp32 norms, frozen base.
+            backbone.model = prepare_model_for_kbit_training(backbone.model, use_gradient_checkpointing=False)
         try:
             backbone.model = get_peft_model(backbone.model, self.peft_config(backbone))
         except ValueError as exc:  # peft's message when no module matches the targets

@@ -1,7 +1,8 @@
 """Fusion heads: modality embeddings -> one item content vector. Registry kind `fusion`.
 
 A fusion is built as ``factory(options, dims)`` with `dims` mapping modality name to embedding size, exposes
-`out_dim`, and is called with a dict of modality embeddings of shape [batch, dim].
+`out_dim`, and is called as ``fusion(embeddings, present)``: modality name -> embeddings [batch, dim] and
+modality name -> bool [batch] (False where the item lacks that modality; its embedding row is zeros).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class MeanFusion(nn.Module):
         self.out_dim = sizes[0]
         self.order = list(dims)
 
-    def forward(self, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, embeddings: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        # Missing modalities are left out of the mean (their rows are zeros, which normalise to zeros).
         stacked = torch.stack([F.normalize(embeddings[m], dim=-1) for m in self.order])
-        return stacked.mean(0)
+        weights = torch.stack([present[m] for m in self.order]).to(stacked.dtype).unsqueeze(-1)
+        return (stacked * weights).sum(0) / weights.sum(0).clamp(min=1.0)

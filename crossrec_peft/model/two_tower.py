@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones.base import FeatureContext
 from .heads import ResidualLowRank
 
 
@@ -34,20 +35,37 @@ class ModalityEncoder(nn.Module):
     def out_dim(self) -> int:
         return int(self.backbone.hidden_size)
 
-    def featurize(self, items: Mapping[str, Sequence[Any]]) -> dict[str, torch.Tensor]:
+    def featurize(self, items: Mapping[str, Sequence[Any]], context: FeatureContext) -> dict[str, Any]:
         """Model inputs for every catalog item (columns of the items table, in catalog order)."""
-        columns = [items[f] for f in self.fields]
-        texts = [". ".join(str(v).strip() for v in values if v is not None and str(v).strip()) for values in zip(*columns)]
-        return self.backbone.featurize(texts)
+        return self.backbone.featurize([items[f] for f in self.fields], context)
 
     def collate(self, features: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.backbone.collate(features, index)
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        if any(p.requires_grad for p in self.backbone.parameters()):
-            return self.backbone(**inputs)
-        with torch.no_grad():  # a frozen backbone needs no activations kept for backward
-            return self.backbone(**inputs)
+    def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings [B, out_dim], present [B] bool). Rows whose item lacks this modality (collate marks them
+        with a False in inputs["present"]) are not encoded and get zeros; the fusion decides what stands in."""
+        inputs = dict(inputs)
+        present = inputs.pop("present", None)
+        some = inputs[next(iter(inputs))]
+        if present is None:
+            present = torch.ones(len(some), dtype=torch.bool, device=some.device)
+        out = None
+        if bool(present.any()):
+            rows = {k: v[present] for k, v in inputs.items()} if not bool(present.all()) else inputs
+            if any(p.requires_grad for p in self.backbone.parameters()):
+                encoded = self.backbone(**rows)
+            else:
+                with torch.no_grad():  # a frozen backbone needs no activations kept for backward
+                    encoded = self.backbone(**rows)
+            if bool(present.all()):
+                out = encoded
+            else:
+                out = encoded.new_zeros(len(present), encoded.shape[-1]).index_copy(0, present.nonzero().squeeze(1), encoded)
+        if out is None:
+            param = next(self.backbone.parameters())
+            out = torch.zeros(len(present), self.out_dim, device=param.device, dtype=param.dtype)
+        return out, present
 
 
 class TwoTowerModel(nn.Module):
@@ -76,16 +94,21 @@ class TwoTowerModel(nn.Module):
             self.register_buffer("log_temperature", log_t)
 
     # -- inputs ------------------------------------------------------------------------------------------------
-    def featurize(self, items: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, torch.Tensor]]:
-        return {name: enc.featurize(items) for name, enc in self.modalities.items()}
+    def featurize(self, items: Mapping[str, Sequence[Any]], context: FeatureContext | None = None) -> dict[str, dict[str, Any]]:
+        """Inputs for the whole catalog, per modality. `items` maps field name to its column."""
+        if context is None:
+            context = FeatureContext(item_ids=[str(i) for i in range(len(next(iter(items.values()))))])
+        return {name: enc.featurize(items, context) for name, enc in self.modalities.items()}
 
     def collate_items(self, features: dict[str, dict[str, torch.Tensor]], index: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
         return {name: self.modalities[name].collate(features[name], index) for name in self.modalities}
 
     # -- towers ------------------------------------------------------------------------------------------------
     def encode_content(self, item_inputs: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
-        embeddings = {name: enc(item_inputs[name]) for name, enc in self.modalities.items()}
-        return self.fusion(embeddings)
+        embeddings, present = {}, {}
+        for name, enc in self.modalities.items():
+            embeddings[name], present[name] = enc(item_inputs[name])
+        return self.fusion(embeddings, present)
 
     def item_vectors(self, content: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.item_head(content), dim=-1)

@@ -1,6 +1,6 @@
-"""A deterministic e-commerce demo catalog: products with titles, descriptions and categories, and users
-whose histories follow a latent taste for categories, a style and a colour (brand is noise). See
-docs/demo-data.md for the latent structure."""
+"""A deterministic e-commerce demo catalog: products with titles, descriptions, categories and images, and
+users whose histories follow a latent taste for categories, a style, colours and an image-only pattern
+(brand is noise). See docs/demo-data.md for the latent structure."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import Attribute, interactions_table, sample_histories, write_layout
+from .images import PATTERNS, SHAPES, render
 
 CATEGORIES: dict[str, tuple[list[str], list[str]]] = {
     "kitchen": (["frying pan", "chef knife", "cutting board", "coffee grinder", "mixing bowl set", "saucepan", "blender", "spatula set"],
@@ -52,6 +53,8 @@ ATTRIBUTES = [
     Attribute("style", len(STYLES), weight=3.0, preferred=1),
     Attribute("color", len(COLORS), weight=1.0, preferred=2),
     Attribute("brand", len(BRANDS), weight=0.0),
+    # Shown only in the image: what a text-only model cannot see.
+    Attribute("pattern", len(PATTERNS), weight=2.5, preferred=1),
 ]
 
 
@@ -77,9 +80,14 @@ def generate(directory: Path, *, num_items: int, num_users: int, seed: int) -> N
         colors.append(color)
         brands.append(brand)
         styles.append(style_words)
+        render(
+            directory / "images" / f"{item_ids[-1]}.png",
+            color=color, pattern=PATTERNS[attrs["pattern"][i]], shape=SHAPES[attrs["category"][i] % len(SHAPES)],
+        )
     histories = sample_histories(rng, attrs, ATTRIBUTES, popularity, num_users=num_users)
     items = {
         "item_id": item_ids, "title": titles, "description": descriptions, "category": categories,
+        "image": [f"images/{i}.png" for i in item_ids],
         "color": colors, "brand": brands, "style": styles, "price": np.round(rng.lognormal(3.0, 0.8, num_items), 2).tolist(),
     }
     write_layout(directory, items, interactions_table(histories, item_ids, rng, "U"))
