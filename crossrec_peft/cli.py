@@ -84,7 +84,14 @@ def _ls(kind: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Overrides may come after options too (`recipe ecommerce --out DIR train.epochs=1`).
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command in ("recipe", "train") and all("=" in e and not e.startswith("-") for e in extra):
+            (args.args if args.command == "recipe" else args.overrides).extend(extra)
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         import crossrec_peft  # noqa: F401  (registers the built-ins)
 

@@ -40,7 +40,7 @@ class ModelConfig:
     head_rank: int = 32
     temperature: float = 0.05
     learn_temperature: bool = True
-    max_history: int = 20
+    max_history: int = 5
 
 
 @dataclass
@@ -60,7 +60,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     objective: Dict[str, Any] = field(default_factory=lambda: {"name": "retrieval"})
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -68,7 +68,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     # Stop when validation NDCG@10 has not improved for this many epochs; the best epoch's weights are kept.
     patience: int = 2
-    # Training pairs drawn per user and epoch: a random cut of the user's training history.
+    # Windows drawn per user and epoch (each trains on every position of up to max_history + 1 items).
     samples_per_user: int = 1
     eval_batch_size: int = 256
     mixed_precision: str = "no"

@@ -16,7 +16,8 @@ from .registry import objectives
 
 @dataclass
 class RetrievalOptions:
-    # Another row of the batch whose target is this row's target is not a negative.
+    # Not negatives: another pair's target that is this pair's target item, and the other targets of the
+    # same user's window (items this user does interact with, later or earlier).
     remove_accidental_hits: bool = True
 
 
@@ -30,9 +31,10 @@ class InBatchSoftmax:
     def __call__(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         logits = outputs["logit_scale"] * outputs["users"] @ outputs["items"].T
         if self.options.remove_accidental_hits:
-            same = batch["target_item"].view(-1, 1) == batch["target_item"].view(1, -1)
-            same.fill_diagonal_(False)
-            logits = logits.masked_fill(same, torch.finfo(logits.dtype).min)
+            item, row = outputs["target_item"], outputs["row"]
+            false_negative = (item.view(-1, 1) == item.view(1, -1)) | (row.view(-1, 1) == row.view(1, -1))
+            false_negative.fill_diagonal_(False)
+            logits = logits.masked_fill(false_negative, torch.finfo(logits.dtype).min)
         labels = torch.arange(len(logits), device=logits.device)
         loss = F.cross_entropy(logits, labels)
         return loss, {"loss": float(loss.detach())}

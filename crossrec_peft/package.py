@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 from .errors import PackageError
+from .fsutil import make_public
 from .model.build import build_model
 from .model.two_tower import TwoTowerModel
 
@@ -133,6 +134,7 @@ def export_package(
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest["files"] = {str(p.relative_to(tmp)): sha256(p) for p in files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        make_public(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)

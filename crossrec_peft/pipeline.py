@@ -35,6 +35,11 @@ def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
+def catalog_features(model, data, cfg: DictConfig) -> dict:
+    """Every modality's inputs for the whole catalog (what training, evaluation and reloads all use)."""
+    return model.featurize(data.columns(model_fields(cfg)), data.feature_context(cfg.data.on_bad_image))
+
+
 def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary: bool = True) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -58,7 +63,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
     console.print(f"  {len(data.item_ids):,} items, {len(data.user_ids):,} users, {data.num_interactions:,} interactions")
 
     model = build_model(cfg.model)
-    features = model.featurize(data.columns(model_fields(cfg)), data.feature_context(cfg.data.on_bad_image))
+    features = catalog_features(model, data, cfg)
     model.to(accelerator.device)
     trainable, total = count_parameters(model)
     console.print(f"  model: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")

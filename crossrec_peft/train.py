@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data.batching import Collator, TrainPairs
+from .data.batching import Collator, TrainWindows
 from .model.two_tower import TwoTowerModel
 
 
@@ -77,9 +77,9 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     tc = cfg.train
-    pairs = TrainPairs(train_sequences, samples_per_user=tc.samples_per_user, max_history=cfg.model.max_history, seed=cfg.seed)
+    pairs = TrainWindows(train_sequences, samples_per_user=tc.samples_per_user, max_history=cfg.model.max_history, seed=cfg.seed)
     if len(pairs) < 2:
-        raise ValueError("fewer than two training pairs: every user has a single training interaction")
+        raise ValueError("fewer than two training windows: almost every user has a single training interaction")
     loader = DataLoader(
         pairs,
         batch_size=tc.batch_size,

@@ -46,8 +46,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def small_layout(directory: Path, *, num_items: int = 12, num_users: int = 8, length: int = 5) -> Path:
-    """A hand-made standard layout in JSONL: users walk through consecutive items."""
-    items = [{"item_id": f"i{i}", "title": f"product {i} {'red' if i % 2 else 'blue'} lamp", "category": f"c{i % 3}"} for i in range(num_items)]
+    """A hand-made standard layout in JSONL with PNG images: users walk through consecutive items."""
+    from crossrec_peft.data.demo.images import PATTERNS, RGB, SHAPES, render
+
+    for i in range(num_items):
+        render(directory / "img" / f"i{i}.png", color=list(RGB)[i % len(RGB)], pattern=PATTERNS[i % len(PATTERNS)], shape=SHAPES[i % len(SHAPES)])
+    items = [
+        {"item_id": f"i{i}", "title": f"product {i} {'red' if i % 2 else 'blue'} lamp", "category": f"c{i % 3}", "image": f"img/i{i}.png"}
+        for i in range(num_items)
+    ]
     inter = []
     for u in range(num_users):
         for t in range(length):

@@ -46,12 +46,19 @@ def test_user_errors_exit_2(args, expected, capsys):
 
 def test_bad_data_directory_exits_2(tmp_path, capsys):
     data = small_layout(tmp_path / "d")
-    write_jsonl(data / "items.jsonl", [{"item_id": "i0", "title": "a", "category": "x"}, {"item_id": "i0", "title": "b", "category": "y"}])
+    write_jsonl(data / "items.jsonl", [{"item_id": "i0", "title": "a", "category": "x", "image": "img/i0.png"}, {"item_id": "i0", "title": "b", "category": "y", "image": "img/i0.png"}])
     assert main(["recipe", "ecommerce", f"data.path={data}", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "items.jsonl, line 2, field 'item_id': duplicate item id 'i0'" in err
     assert main(["recipe", "ecommerce", f"data.path={tmp_path / 'missing'}", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_overrides_after_options(capsys):
+    assert main(["recipe", "ecommerce", "--quiet", "train.epoch=1"]) == 2
+    assert "Did you mean 'epochs'?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["recipe", "ecommerce", "--quiet", "--nope"])
 
 
 def test_ls_and_recipe_ls(capsys):

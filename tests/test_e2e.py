@@ -12,6 +12,7 @@ from crossrec_peft.config import load_config
 from crossrec_peft.data import leave_one_out, load_data
 from crossrec_peft.data.batching import Collator
 from crossrec_peft.package import load_package
+from crossrec_peft.pipeline import catalog_features
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_package_reloads_onto_fresh_minilm_with_equal_scores(minilm_run):
     split = leave_one_out(data.sequences)
     from crossrec_peft.evaluation import encode_catalog, evaluate_cases, model_scorer
 
-    features = model.featurize({f: data.items.data.column(f).to_pylist() for f in cfg.model.modalities.text.fields})
+    features = catalog_features(model, data, cfg)
     content = encode_catalog(model, features, len(data.item_ids), 256, progress=False)
     metrics = evaluate_cases(model_scorer(model, content, cfg.model.max_history), split.test, list(cfg.eval.ks), seed=cfg.seed)
     assert metrics == manifest["metrics"]["model"]
@@ -52,7 +53,7 @@ def test_package_reloads_onto_fresh_minilm_with_equal_scores(minilm_run):
     again, _ = load_package(minilm_run / "adapter")
     import numpy as np
 
-    batch = Collator(features, model.collate_items)([(split.train[0], int(split.validation.targets[0])), (split.train[1], int(split.validation.targets[1]))])
+    batch = Collator(features, model.collate_items)([split.validation.histories[0], split.test.histories[1]])
     with torch.no_grad():
         assert torch.equal(model(batch)["users"], again(batch)["users"])
         assert torch.equal(model(batch)["items"], again(batch)["items"])

@@ -47,6 +47,7 @@ def test_layout_and_manifest(exported, tiny_bert):
     peft_config = json.loads((directory / "adapter_config.json").read_text())
     assert peft_config["base_model_name_or_path"] == str(tiny_bert)
     assert not list(directory.parent.glob(".*")), "export left temporary directories behind"
+    assert directory.stat().st_mode & 0o755 == 0o755  # not mkdtemp's private 0700
     # Our file holds the heads and temperature, never the LoRA tensors (peft's file has those).
     from safetensors.torch import load_file
 

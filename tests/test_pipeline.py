@@ -12,7 +12,7 @@ from crossrec_peft.config import load_config
 from crossrec_peft.data import leave_one_out, load_data
 from crossrec_peft.evaluation import encode_catalog, evaluate_cases, model_scorer
 from crossrec_peft.package import load_package
-from crossrec_peft.pipeline import run
+from crossrec_peft.pipeline import catalog_features, run
 from tests.conftest import tiny_overrides
 
 METRIC_KEYS = {f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in (5, 10, 20)}
@@ -58,7 +58,7 @@ def test_package_reproduces_reported_metrics(tiny_run):
     assert manifest["metrics"]["model"] == report["metrics"]["model"]
     data = load_data(cfg)
     split = leave_one_out(data.sequences)
-    features = model.featurize({f: data.items.data.column(f).to_pylist() for f in ("title", "category")})
+    features = catalog_features(model, data, cfg)
     content = encode_catalog(model, features, len(data.item_ids), 64, progress=False)
     again = evaluate_cases(model_scorer(model, content, cfg.model.max_history), split.test, list(cfg.eval.ks), seed=cfg.seed)
     assert again == report["metrics"]["model"]
@@ -70,8 +70,8 @@ def test_user_data_directory_is_not_modified(tiny_bert, tmp_path):
     from tests.conftest import small_layout
 
     data_dir = small_layout(tmp_path / "mine", num_items=30, num_users=20, length=6)
-    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in data_dir.iterdir()}
+    before = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in data_dir.rglob("*") if p.is_file()}
     cfg = load_config(recipes.path("ecommerce"), tiny_overrides(tiny_bert, **{"data.path": str(data_dir), "export.enabled": "false"}))
     report = run(cfg, tmp_path / "run", progress=False, summary=False)
     assert report["data"]["users"] == 20 and report["adapter_dir"] is None
-    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in data_dir.iterdir()} == before
+    assert {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in data_dir.rglob("*") if p.is_file()} == before

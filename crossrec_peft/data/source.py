@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ..fsutil import make_public
 from .domains import demo_directory, get_domain
 from .layout import RecData, load_layout
 
@@ -33,6 +34,7 @@ def ensure_demo(cfg: DictConfig) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             domain.generate(tmp, num_items=cfg.data.num_items, num_users=cfg.data.num_users, seed=cfg.seed)
+            make_public(tmp)
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)

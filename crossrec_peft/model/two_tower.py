@@ -120,11 +120,29 @@ class TwoTowerModel(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return torch.exp(-self.log_temperature)
 
+    def user_prefixes(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, D]: at position t, the user encoded from history items 0..t (before the head). User
+        encoders may provide `prefixes` to do this in one pass; otherwise they are called per position."""
+        prefixes = getattr(self.user_encoder, "prefixes", None)
+        if callable(prefixes):
+            return prefixes(history, mask)
+        return torch.stack([self.user_encoder(history[:, : t + 1], mask[:, : t + 1]) for t in range(history.shape[1])], dim=1)
+
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """User vectors, target item vectors and the logit scale for a batch built by `data.batching.Collator`."""
+        """Training pairs of a batch of windows (built by `data.batching.Collator`): for every position t >= 1
+        of every window, the user from items before t and the item at t.
+
+        Returns user vectors and target item vectors [N, D] for the N pairs, the logit scale, each pair's
+        target item id (`target_item`) and window (`row`), which objectives use to mask false negatives."""
         content = self.encode_content(batch["items"])
+        sequence, mask = content[batch["sequence"]], batch["sequence_mask"]
+        prefixes = self.user_prefixes(sequence, mask)
+        valid = mask[:, 1:]
+        rows = torch.arange(len(mask), device=mask.device).unsqueeze(1).expand_as(valid)
         return {
-            "users": self.user_vectors(content[batch["history"]], batch["history_mask"]),
-            "items": self.item_vectors(content[batch["target"]]),
+            "users": F.normalize(self.user_head(prefixes[:, :-1][valid]), dim=-1),
+            "items": self.item_vectors(sequence[:, 1:][valid]),
             "logit_scale": self.logit_scale,
+            "target_item": batch["sequence_items"][:, 1:][valid],
+            "row": rows[valid],
         }

@@ -3,24 +3,27 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from crossrec_peft.data.batching import Collator, TrainPairs
+from crossrec_peft.data.batching import Collator, TrainWindows
 
 
-def test_pairs_are_prefixes_and_deterministic_per_epoch():
+def test_windows_are_consecutive_and_full_length_when_possible():
     seqs = [np.arange(10), np.array([3, 4]), np.array([7])]
-    pairs = TrainPairs(seqs, samples_per_user=3, max_history=4, seed=1)
-    assert len(pairs) == 6  # the one-item user has no pair
-    for i in range(len(pairs)):
-        user, cut = pairs.pairs[i]
-        seq = pairs.sequences[user]
-        history, target = pairs[i]
-        assert 1 <= cut < len(seq)
-        assert history.tolist() == seq[max(0, cut - 4) : cut].tolist() and target == seq[cut]
-    first = pairs.pairs.copy()
-    pairs.set_epoch(0)
-    assert np.array_equal(first, pairs.pairs)
-    pairs.set_epoch(1)
-    assert not np.array_equal(first, pairs.pairs)
+    windows = TrainWindows(seqs, samples_per_user=3, max_history=4, seed=1)
+    assert len(windows) == 6  # the one-item user has no pair
+    for i in range(len(windows)):
+        user, end = windows.windows[i]
+        seq = windows.sequences[user]
+        w = windows[i]
+        assert len(w) == min(len(seq), 5)  # max_history + 1
+        assert w.tolist() == seq[end - len(w) : end].tolist()
+    first = windows.windows.copy()
+    windows.set_epoch(0)
+    assert np.array_equal(first, windows.windows)
+    ends = set()
+    for epoch in range(1, 20):
+        windows.set_epoch(epoch)
+        ends |= {int(e) for u, e in windows.windows if u == 0}
+    assert ends == set(range(5, 11))  # every end point of the long history gets drawn
 
 
 def test_collator_encodes_each_item_once():
@@ -31,12 +34,35 @@ def test_collator_encodes_each_item_once():
         seen["index"] = index
         return {"x": feats["x"][index]}
 
-    batch = Collator(features, collate_items)([(np.array([1, 2, 3]), 4), (np.array([3]), 1), (np.array([2, 9]), 4)])
+    batch = Collator(features, collate_items)([np.array([1, 2, 3, 4]), np.array([3, 1]), np.array([2, 9, 4])])
     unique = seen["index"].tolist()
     assert unique == [1, 2, 3, 4, 9]
     back = lambda pos: [unique[p] for p in pos]  # noqa: E731
-    assert back(batch["history"][0].tolist()) == [1, 2, 3]
-    assert batch["history_mask"].tolist() == [[True, True, True], [True, False, False], [True, True, False]]
-    assert back(batch["history"][2][:2].tolist()) == [2, 9]
-    assert back(batch["target"].tolist()) == [4, 1, 4]
-    assert batch["target_item"].tolist() == [4, 1, 4]
+    assert back(batch["sequence"][0].tolist()) == [1, 2, 3, 4]
+    assert batch["sequence_mask"].tolist() == [[True] * 4, [True, True, False, False], [True, True, True, False]]
+    assert back(batch["sequence"][2][:3].tolist()) == [2, 9, 4]
+    assert batch["sequence_items"].tolist() == [[1, 2, 3, 4], [3, 1, -1, -1], [2, 9, 4, -1]]
+
+
+def test_model_trains_on_every_position(tiny_bert):
+    from omegaconf import OmegaConf
+
+    from crossrec_peft import recipes
+    from crossrec_peft.config import load_config
+    from crossrec_peft.model import build_model
+
+    raw = OmegaConf.to_container(load_config(recipes.path("ecommerce"), ["model.head_rank=4"]))
+    raw["model"]["modalities"] = {"text": {"fields": ["title"], "backbone": {"name": f"hf:{tiny_bert}"}, "method": {"name": "frozen"}}}
+    raw["model"]["fusion"] = {"name": "mean"}
+    model = build_model(load_config(raw).model).eval()
+    titles = {"title": [f"item {i}" for i in range(6)]}
+    features = model.featurize(titles)
+    batch = Collator(features, model.collate_items)([np.array([0, 1, 2, 3]), np.array([4, 5])])
+    with torch.no_grad():
+        out = model(batch)
+        content = model.encode_content(model.collate_items(features, torch.arange(6)))
+    assert out["target_item"].tolist() == [1, 2, 3, 5] and out["row"].tolist() == [0, 0, 0, 1]
+    # The pair predicting item 3 uses the user made of items 0, 1, 2: exactly what evaluation computes.
+    user = model.user_vectors(content[[0, 1, 2]].unsqueeze(0), torch.ones(1, 3, dtype=torch.bool))
+    assert torch.allclose(out["users"][2], user[0], atol=1e-6)
+    assert torch.allclose(out["items"][3], model.item_vectors(content[5:6])[0], atol=1e-6)

@@ -93,8 +93,8 @@ def config(tiny_bert, method: str, backbone: str, quantize: str = "none"):
 
 def batch_for(model, root):
     features = model.featurize(ITEMS, FeatureContext(item_ids=[str(i) for i in range(N)], root=root))
-    examples = [(np.array([0, 1, 2]), 3), (np.array([4, 5]), 6), (np.array([7]), 8), (np.array([9, 10]), 11)]
-    return features, Collator(features, model.collate_items)(examples)
+    windows = [np.array([0, 1, 2, 3]), np.array([4, 5, 6]), np.array([7, 8]), np.array([9, 10, 11])]
+    return features, Collator(features, model.collate_items)(windows)
 
 
 @pytest.mark.parametrize("method, backbone, quantize", CASES)

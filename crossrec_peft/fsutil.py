@@ -1,0 +1,20 @@
+"""File-system helpers shared by everything that writes a directory atomically (tempdir + rename)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def make_public(directory: Path) -> None:
+    """mkdtemp makes a private (0700) directory; give it and its contents the usual umask-based modes
+    before it is renamed into place."""
+    umask = current_umask()
+    for path in [directory, *directory.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
