@@ -10,12 +10,11 @@ benchmarks/results/fusion_quality.json.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 from pathlib import Path
 
-OUT = Path(__file__).parent / "results" / "fusion_quality.json"
+from _results import write_results
+
 FUSIONS = ["concat", "sum", "gated", "attention"]
 
 
@@ -60,9 +59,7 @@ def main() -> None:
         r["ndcg_vs_text"] = r["ndcg@10"] / text_ndcg if text_ndcg else float("nan")
         print(f"{r['system']:<24} {r['ndcg@10']:>8.4f} {r['recall@10']:>9.4f} {r['ndcg_vs_text']:>8.2f} {r['train_seconds']:>8.0f}")
     print(f"popularity NDCG@10: {rows[0]['popularity_ndcg@10']:.4f}")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "rows": rows}, indent=2) + "\n")
-    print(f"wrote {OUT}")
+    write_results("fusion_quality", {"rows": rows})
 
 
 if __name__ == "__main__":

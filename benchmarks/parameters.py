@@ -9,12 +9,11 @@ Prints a table and writes benchmarks/results/parameters.json.
 
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
 from pathlib import Path
 
-OUT = Path(__file__).parent / "results" / "parameters.json"
+from _results import write_results
+
 BACKBONES = {
     "minilm": {"name": "minilm"},
     "tiny-clip-image": {"name": "openclip:crossrec-tiny-vit", "tower": "image"},
@@ -67,9 +66,7 @@ def main() -> None:
     print("-" * len(header))
     for r in rows:
         print(f"{r['backbone']:<16} {r['method']:<20} {r['trainable']:>10,} {100 * r['share']:>8.3f} {r['backbone_trainable']:>11,} {r['adapter_bytes'] / 1024:>10.1f}")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "rows": rows}, indent=2) + "\n")
-    print(f"\nwrote {OUT}")
+    write_results("parameters", {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from _results import write_results
 
 CONFIGS = [(b, q) for b in ("minilm", "tiny-clip-image") for q in ("none", "int8", "nf4")]
-OUT = Path(__file__).parent / "results" / "quantization.json"
 
 
 def weights_bytes(module) -> int:
@@ -98,9 +98,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['backbone']:<16} {r['quantize']:<8} {r['weights_mb']:>10.1f} {r['weights_ratio']:>5.2f} "
               f"{r['peak_rss_mb']:>11.0f} {r['rss_ratio']:>5.2f} {r['forward_ms_median']:>8.1f} {r['latency_ratio']:>5.2f}")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "batch": args.batch, "rows": rows}, indent=2) + "\n")
-    print(f"\nwrote {OUT}")
+    write_results("quantization", {"batch": args.batch, "rows": rows})
 
 
 if __name__ == "__main__":

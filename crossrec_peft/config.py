@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from . import registry
 from .errors import ConfigError, did_you_mean

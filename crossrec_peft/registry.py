@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from .errors import ConfigError, did_you_mean

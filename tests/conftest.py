@@ -45,12 +45,24 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def small_layout(directory: Path, *, num_items: int = 12, num_users: int = 8, length: int = 5) -> Path:
-    """A hand-made standard layout in JSONL with PNG images: users walk through consecutive items."""
+def render_images(directory: Path, names: list[str]) -> Path:
+    """Small product images (the demo's renderer), one per name, varied in colour, pattern and shape."""
     from crossrec_peft.data.demo.images import PATTERNS, RGB, SHAPES, render
 
-    for i in range(num_items):
-        render(directory / "img" / f"i{i}.png", color=list(RGB)[i % len(RGB)], pattern=PATTERNS[i % len(PATTERNS)], shape=SHAPES[i % len(SHAPES)])
+    for i, name in enumerate(names):
+        render(directory / name, color=list(RGB)[i % len(RGB)], pattern=PATTERNS[i % len(PATTERNS)], shape=SHAPES[i % len(SHAPES)])
+    return directory
+
+
+@pytest.fixture(scope="session")
+def image_root(tmp_path_factory) -> Path:
+    """A catalog directory with img/0.png .. img/11.png."""
+    return render_images(tmp_path_factory.mktemp("catalog"), [f"img/{i}.png" for i in range(12)])
+
+
+def small_layout(directory: Path, *, num_items: int = 12, num_users: int = 8, length: int = 5) -> Path:
+    """A hand-made standard layout in JSONL with PNG images: users walk through consecutive items."""
+    render_images(directory, [f"img/i{i}.png" for i in range(num_items)])
     items = [
         {"item_id": f"i{i}", "title": f"product {i} {'red' if i % 2 else 'blue'} lamp", "category": f"c{i % 3}", "image": f"img/i{i}.png"}
         for i in range(num_items)

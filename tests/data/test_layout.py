@@ -11,7 +11,7 @@ import pytest
 
 from crossrec_peft.data import leave_one_out, load_layout
 from crossrec_peft.errors import DataError
-from tests.conftest import small_layout, write_jsonl
+from tests.conftest import write_jsonl
 
 
 def digest(directory: Path) -> dict[str, str]:

@@ -13,7 +13,6 @@ from crossrec_peft import recipes
 from crossrec_peft.backbones.base import FeatureContext
 from crossrec_peft.config import load_config
 from crossrec_peft.data.batching import Collator
-from crossrec_peft.data.demo.images import PATTERNS, RGB, SHAPES, render
 from crossrec_peft.model import build_model
 from crossrec_peft.objectives import InBatchSoftmax, RetrievalOptions
 from crossrec_peft.package import export_package, load_package
@@ -63,14 +62,6 @@ def cases():
 
 
 CASES = cases()
-
-
-@pytest.fixture(scope="module")
-def image_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("catalog")
-    for i in range(N):
-        render(root / "img" / f"{i}.png", color=list(RGB)[i % len(RGB)], pattern=PATTERNS[i % len(PATTERNS)], shape=SHAPES[i % len(SHAPES)])
-    return root
 
 
 def method_name(method: str) -> str:

@@ -15,7 +15,6 @@ from crossrec_peft.backbones.base import FeatureContext
 from crossrec_peft.cli import main
 from crossrec_peft.config import component, load_config
 from crossrec_peft.data.batching import Collator
-from crossrec_peft.data.demo.images import PATTERNS, RGB, SHAPES, render
 from crossrec_peft.errors import ConfigError
 from crossrec_peft.model import build_model
 from crossrec_peft.objectives import InBatchSoftmax, RetrievalOptions
@@ -270,14 +269,6 @@ WINDOWS = [np.array([0, 1, 2, 3]), np.array([4, 5, 6]), np.array([7, 8]), np.arr
 PAIRS = sum(len(w) - 1 for w in WINDOWS)
 
 
-@pytest.fixture(scope="module")
-def image_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("catalog")
-    for i in range(N):
-        render(root / "img" / f"{i}.png", color=list(RGB)[i % len(RGB)], pattern=PATTERNS[i % len(PATTERNS)], shape=SHAPES[i % len(SHAPES)])
-    return root
-
-
 def tiny_config(tiny_bert, fusion: str, text_only: bool = False):
     overrides = [
         f"model.modalities.text.backbone.name=hf:{tiny_bert}",
@@ -307,11 +298,12 @@ def model_batch(model, root):
 )
 def test_two_tower_model_trains_through_each_fusion(tiny_bert, image_root, fusion):
     cfg = tiny_config(tiny_bert, fusion)
-    # Another fusion replaces the recipe's (gated, dim, missing) with its defaults; naming gated again sets options.
+    # Another fusion replaces the recipe's (gated, dim, missing, rank) with its defaults; naming gated again
+    # sets options on top of the recipe's.
     asked = yaml.safe_load(fusion)
     asked = asked if isinstance(asked, dict) else {"name": asked}
     if asked["name"] == "gated":
-        asked = {"dim": None, **asked}
+        asked = {"dim": None, "rank": 32, **asked}
     assert OmegaConf.to_container(cfg.model.fusion) == asked
     torch.manual_seed(0)
     model = build_model(cfg.model)
