@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data.split import EvalCases
@@ -34,6 +35,43 @@ def encode_catalog(model: TwoTowerModel, features: dict, num_items: int, batch_s
         out.append(model.encode_content(inputs).float().cpu())
     model.train(was_training)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_zero_shot(model: TwoTowerModel, features: dict, num_items: int, batch_size: int, *, progress: bool = True) -> torch.Tensor:
+    """The untuned baseline's item vectors: each pretrained modality's backbone embedding, L2-normalised,
+    concatenated (a missing modality contributes zeros). Cosine similarity on these is the sum of the
+    per-modality cosines over a common norm. Towers without pretrained weights (trained from scratch) are
+    left out, unless no modality has pretrained weights. Call it before training: an untrained method is the
+    identity (LoRA B, bottleneck up and IA3 scales start at zero, zero and one), so these are the backbones'
+    own embeddings, whatever fusion and heads the model has."""
+    names = [n for n, enc in model.modalities.items() if getattr(enc.backbone, "pretrained_weights", True)] or list(model.modalities)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in tqdm(range(0, num_items, batch_size), desc="untuned: encode items", disable=not progress, leave=False):
+        inputs = model.collate_items(features, torch.arange(start, min(start + batch_size, num_items)))
+        parts = []
+        for name in names:
+            emb, present = model.modalities[name]({k: v.to(device) for k, v in inputs[name].items()})
+            parts.append(F.normalize(emb.float(), dim=-1) * present.unsqueeze(-1).float())
+        out.append(torch.cat(parts, dim=-1).cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def zero_shot_scorer(content: torch.Tensor, max_history: int) -> Scorer:
+    """Users are the mean of their recent history's vectors; scores are cosine similarities."""
+    items = F.normalize(content, dim=-1)
+
+    def score(histories: list[np.ndarray]) -> torch.Tensor:
+        index, mask = pad_histories(histories, max_history)
+        weights = mask.unsqueeze(-1).float()
+        users = (content[index] * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return F.normalize(users, dim=-1) @ items.T
+
+    return score
 
 
 def pad_histories(histories: list[np.ndarray], max_history: int) -> tuple[torch.Tensor, torch.Tensor]:

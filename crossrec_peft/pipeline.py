@@ -13,7 +13,7 @@ from . import registry
 from .config import component, to_yaml
 from .data import leave_one_out, load_data
 from .data.source import model_fields
-from .evaluation import encode_catalog, evaluate_cases, model_scorer, popularity_scorer
+from .evaluation import encode_catalog, encode_zero_shot, evaluate_cases, model_scorer, popularity_scorer, zero_shot_scorer
 from .methods.base import count_parameters
 from .model import build_model
 from .package import export_package
@@ -75,7 +75,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
         content = encode_catalog(m, features, num_items, bs, progress=progress, desc=desc)
         return evaluate_cases(model_scorer(m, content, max_history), cases, ks, seed=cfg.seed)
 
-    untuned = evaluate_model(model, split.test, "untuned: encode items")
+    zero_shot = encode_zero_shot(model, features, num_items, bs, progress=progress)
+    untuned = evaluate_cases(zero_shot_scorer(zero_shot, max_history), split.test, ks, seed=cfg.seed)
     popularity = evaluate_cases(popularity_scorer(split.train_item_counts(num_items)), split.test, ks, seed=cfg.seed)
     log.write({"epoch": 0, "split": "test", "system": "untuned", **untuned})
 

@@ -30,8 +30,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"# Run `{report['name']}` ({report['domain']})",
         "",
         f"Test split, full ranking over {report['data']['items']:,} items for {report['data']['users']:,} users "
-        "(leave-one-out; history items excluded). `untuned` is the same model before training "
-        "(the backbone's zero-shot embeddings); `popularity` ranks by training interactions.",
+        "(leave-one-out; history items excluded). `untuned` scores with the pretrained backbones' zero-shot "
+        "embeddings (before training; towers trained from scratch left out); `popularity` ranks by training interactions.",
         "",
         "| system | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),

@@ -75,3 +75,36 @@ def test_user_data_directory_is_not_modified(tiny_bert, tmp_path):
     report = run(cfg, tmp_path / "run", progress=False, summary=False)
     assert report["data"]["users"] == 20 and report["adapter_dir"] is None
     assert {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in data_dir.rglob("*") if p.is_file()} == before
+
+
+def test_untuned_baseline_is_the_backbones_zero_shot_whatever_the_fusion(tiny_bert, tmp_path):
+    """`untuned` scores with the pretrained backbones' own embeddings: the fusion head and the image tower
+    (trained from scratch, no pretrained weights) do not enter it, so two runs that differ only in the
+    fusion report the same untuned metrics."""
+    reports = []
+    for fusion in ("gated", "attention"):
+        cfg = load_config(recipes.path("ecommerce"), tiny_overrides(tiny_bert, **{"model.fusion": fusion, "export.enabled": "false"}))
+        reports.append(run(cfg, tmp_path / fusion, progress=False, summary=False))
+    assert reports[0]["metrics"]["untuned"] == reports[1]["metrics"]["untuned"]
+    assert reports[0]["metrics"]["model"] != reports[1]["metrics"]["model"]
+
+
+def test_zero_shot_equals_the_untrained_text_only_model(tiny_bert):
+    from omegaconf import OmegaConf
+
+    from crossrec_peft.evaluation import encode_zero_shot, zero_shot_scorer
+    from crossrec_peft.model import build_model
+
+    raw = OmegaConf.to_container(load_config(recipes.path("ecommerce"), tiny_overrides(tiny_bert)))
+    raw["model"]["modalities"] = {"text": raw["model"]["modalities"]["text"]}
+    raw["model"]["fusion"] = {"name": "sum"}  # identity start: the untrained model is the zero-shot model
+    cfg = load_config(raw)
+    data = load_data(cfg)
+    split = leave_one_out(data.sequences)
+    model = build_model(cfg.model)
+    features = catalog_features(model, data, cfg)
+    n = len(data.item_ids)
+    ks = list(cfg.eval.ks)
+    zero_shot = evaluate_cases(zero_shot_scorer(encode_zero_shot(model, features, n, 64, progress=False), 5), split.test, ks)
+    untrained = evaluate_cases(model_scorer(model, encode_catalog(model, features, n, 64, progress=False), 5), split.test, ks)
+    assert zero_shot == pytest.approx(untrained, abs=1e-9)

@@ -139,6 +139,8 @@ class ClipBackbone(nn.Module):
         self.model_id = f"openclip:{argument}"
         self.model_type = "open_clip"
         self.pretrained = pretrained
+        # A tower without pretrained weights has no zero-shot embeddings worth a baseline.
+        self.pretrained_weights = bool(pretrained)
         self.options = options
         self.hidden_size = int(clip.visual.output_dim)  # both towers project to CLIP's embed_dim
         self.arch = CLIP_SPECS[options.tower]

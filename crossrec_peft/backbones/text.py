@@ -74,6 +74,7 @@ class TextBackbone(nn.Module):
         self.path = path
         self.model_id = model_id
         self.options = options
+        self.pretrained_weights = True  # read from a checkpoint: its embeddings are the zero-shot baseline
         self.quantized = options.quantize != "none"
         if self.quantized:
             keep_trainable_layout(self.model)

@@ -298,21 +298,24 @@ def model_batch(model, root):
 )
 def test_two_tower_model_trains_through_each_fusion(tiny_bert, image_root, fusion):
     cfg = tiny_config(tiny_bert, fusion)
-    # Another fusion replaces the recipe's (gated, dim, missing, rank) with its defaults; naming gated again
-    # sets options on top of the recipe's.
+    # Another fusion replaces the recipe's with its defaults; naming the recipe's fusion again sets options on
+    # top of the recipe's.
     asked = yaml.safe_load(fusion)
     asked = asked if isinstance(asked, dict) else {"name": asked}
-    if asked["name"] == "gated":
-        asked = {"dim": None, "rank": 32, **asked}
+    recipe_fusion = OmegaConf.to_container(load_config(recipes.path("ecommerce")).model.fusion)
+    if asked["name"] == recipe_fusion["name"]:
+        asked = {**recipe_fusion, **asked}
     assert OmegaConf.to_container(cfg.model.fusion) == asked
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    assert set(model.fusion.dims) == {"text", "image"} and model.fusion.out_dim == 64  # tiny BERT 32, image 64
+    # tiny BERT 32, image 64: the largest size unless the fusion's `dim` says otherwise
+    size = asked.get("dim") or 64
+    assert set(model.fusion.dims) == {"text", "image"} and model.fusion.out_dim == size
     batch = model_batch(model, image_root)
     assert not bool(batch["items"]["image"]["present"].all())  # items 2 and 5 lack their image
     model.train()
     outputs = model(batch)
-    assert outputs["users"].shape == (PAIRS, 64) and outputs["items"].shape == (PAIRS, 64)
+    assert outputs["users"].shape == (PAIRS, size) and outputs["items"].shape == (PAIRS, size)
     assert torch.isfinite(outputs["users"]).all() and torch.isfinite(outputs["items"]).all()
     loss, _ = InBatchSoftmax(RetrievalOptions())(outputs, batch)
     assert torch.isfinite(loss)
