@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-# Hub downloads must never be attempted implicitly; hf:<id> with network access sets HF_HUB_OFFLINE=0.
+# Tokenizers' own thread pool fights the DataLoader and torch for the few cores we usually have.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from . import backbones, data, methods, model, objectives  # noqa: E402,F401  (register the built-ins)
