@@ -7,6 +7,6 @@ after options). Adding a command is one module and one line in COMMANDS.
 
 from __future__ import annotations
 
-from . import ls, recipe, train
+from . import data, index, ls, push, recipe, recommend, report, train
 
-COMMANDS = [recipe, train, ls]
+COMMANDS = [recipe, train, ls, data, report, push, recommend, index]

@@ -18,6 +18,13 @@ class Domain:
     generate: Callable[..., None]
     # Bumped whenever the generator's output changes, so cached demo catalogs are rebuilt.
     generator_version: int = 1
+    # The metrics a report for this domain leads with (names as in the run report's metrics).
+    metrics: tuple[str, ...] = ("ndcg@10", "recall@10")
+    # The built-in recipe (recipes/<name>.yaml) that trains on this domain's demo catalog.
+    recipe: str | None = None
+    # Metrics beyond ranking that the run reports for every system: extra_metrics(data, split, ks, seed=)
+    # returns (a callable scorer -> {name: value}, "") or (None, why it cannot run on this data).
+    extra_metrics: Callable[..., tuple[Callable | None, str]] | None = None
 
 
 @domains.register("ecommerce")
@@ -31,6 +38,41 @@ def ecommerce(options: None = None, argument: str | None = None) -> Domain:
         text_fields=("title", "category"),
         generate=gen.generate,
         generator_version=2,
+        recipe="ecommerce",
+    )
+
+
+@domains.register("video")
+def video(options: None = None, argument: str | None = None) -> Domain:
+    """Videos with titles, genres, durations and cover images; demo tastes for genre (drifting), mood and cover palette."""
+    from .demo import video as gen
+
+    return Domain(
+        name="video",
+        description="Videos (films, episodes, clips) with titles, genres, descriptions and cover images",
+        text_fields=("title", "genres"),
+        generate=gen.generate,
+        generator_version=1,
+        metrics=("ndcg@10", "recall@10", "mrr@10"),
+        recipe="video",
+    )
+
+
+@domains.register("finance")
+def finance(options: None = None, argument: str | None = None) -> Domain:
+    """Investment products (stocks, bonds, funds, ETFs) in FAR-Trans columns with factsheet images; demo tastes
+    for risk (the customer's profile), sector, fees, asset category and the price trend; a suitability check."""
+    from ..suitability import suitability_check
+    from .demo import finance as gen
+
+    return Domain(
+        name="finance",
+        description="Investment products (FAR-Trans layout) with descriptions, risk levels and factsheet images",
+        text_fields=("description",),
+        generate=gen.generate,
+        generator_version=1,
+        recipe="finance",
+        extra_metrics=suitability_check,
     )
 
 

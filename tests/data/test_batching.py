@@ -66,3 +66,41 @@ def test_model_trains_on_every_position(tiny_bert):
     user = model.user_vectors(content[[0, 1, 2]].unsqueeze(0), torch.ones(1, 3, dtype=torch.bool))
     assert torch.allclose(out["users"][2], user[0], atol=1e-6)
     assert torch.allclose(out["items"][3], model.item_vectors(content[5:6])[0], atol=1e-6)
+
+
+def test_windows_carry_interaction_values_aligned():
+    seqs = [np.arange(8), np.array([5]), np.array([3, 4, 6])]
+    ratings = [np.arange(8) * 10.0, np.array([99.0]), np.array([1.0, 2.0, 3.0])]
+    windows = TrainWindows(seqs, samples_per_user=2, max_history=3, seed=0, values={"rating": ratings})
+    kept = [(s, r) for s, r in zip(seqs, ratings) if len(s) >= 2]  # the one-item user has no window
+    assert len(windows) == 4
+    for i in range(len(windows)):
+        user, end = windows.windows[i]
+        items, values = windows[i]
+        seq, rating = kept[user]
+        assert items.tolist() == seq[end - len(items) : end].tolist()
+        assert values["rating"].tolist() == rating[end - len(items) : end].tolist()
+
+
+def test_collator_adds_pair_values_and_sampled_negatives():
+    from crossrec_peft.data.batching import BatchNeeds
+    from crossrec_peft.data.negatives import NegativeSampler
+
+    features = {"x": torch.arange(40).view(20, 2)}
+    windows = [(np.array([1, 2, 3]), {"rating": np.array([5.0, 4.0, 3.0])}), (np.array([7, 8]), {"rating": np.array([1.0, 2.0])})]
+    needs = BatchNeeds(negatives=NegativeSampler(np.ones(20)), num_negatives=3, seed=5)
+    collate = Collator(features, lambda f, index: {"x": f["x"][index], "index": index}, needs)
+    batch = collate(windows)
+    assert batch["ratings"].tolist() == [4.0, 3.0, 2.0]  # the targets' values, in pair order (2, 3, 8)
+    unique = batch["items"]["index"]
+    pool = batch["negative_pool_items"]
+    assert torch.equal(unique[batch["negative_pool"]], pool)  # positions among the encoded items
+    negatives = pool[batch["negatives"]]
+    assert negatives.shape == (3, 3) and not (negatives == torch.tensor([2, 3, 8]).unsqueeze(1)).any()
+    # Seeded by the batch's content: the same windows draw the same negatives, other windows others.
+    assert torch.equal(pool[collate(windows)["negatives"]], negatives)
+    other = collate([(np.array([1, 2, 4]), {"rating": np.ones(3)}), windows[1]])
+    assert not torch.equal(pool[batch["negatives"]], other["negative_pool_items"][other["negatives"]])
+    # Without needs, the batch is the plain retrieval batch.
+    plain = Collator(features, lambda f, index: {"x": f["x"][index]})([w for w, _ in windows])
+    assert set(plain) == {"items", "sequence", "sequence_mask", "sequence_items"}

@@ -141,3 +141,22 @@ def test_generated_demo_is_deterministic(tmp_path):
     assert a.items.data.column("title").to_pylist() != c.items.data.column("title").to_pylist()
     assert len(a.user_ids) == 40 and min(len(s) for s in a.sequences) >= 4
     assert all(len(set(s.tolist())) == len(s) for s in a.sequences)  # no repeats
+
+
+def test_typed_id_columns_and_timestamps_are_kept(tmp_path):
+    """Ids stored as integers, large strings or dictionaries load as text; each history keeps its timestamps."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "d"
+    d.mkdir()
+    pq.write_table(pa.table({"item_id": pa.array(["a", "b", "c"], pa.large_string()), "title": ["x", "y", "z"]}), d / "items.parquet")
+    pq.write_table(pa.table({
+        "user_id": pa.array([7, 7, 7, 8, 8, 8]),
+        "item_id": pa.array(["a", "b", "c", "c", "b", "a"]).dictionary_encode(),
+        "timestamp": [30, 20, 10, 1, 2, 3],
+    }), d / "interactions.parquet")
+    data = load_layout(d, ["title"])
+    assert data.user_ids == ["7", "8"]
+    assert [s.tolist() for s in data.sequences] == [[2, 1, 0], [2, 1, 0]]
+    assert [t.tolist() for t in data.timestamps] == [[10.0, 20.0, 30.0], [1.0, 2.0, 3.0]]

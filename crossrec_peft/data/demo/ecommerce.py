@@ -5,10 +5,12 @@ users whose histories follow a latent taste for categories, a style, colours and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
-from .common import Attribute, interactions_table, sample_histories, write_layout
+from . import common
+from .common import Attribute, DemoSpec
 from .images import PATTERNS, SHAPES, render
 
 CATEGORIES: dict[str, tuple[list[str], list[str]]] = {
@@ -48,46 +50,57 @@ BRANDS = ["Acme", "Norvik", "Lumora", "Brightway", "Tesselo", "Kavari", "Omnix",
           "Marlow", "Vextra", "Hollis", "Sundara", "Corvane", "Ardent", "Bellsworth", "Fenwick", "Iverly", "Joventa",
           "Kestrel", "Lindqvist", "Morrow", "Nexa", "Orlin", "Pryce", "Rivo", "Solace", "Tamsin", "Uvella"]
 
-ATTRIBUTES = [
+ATTRIBUTES = (
     Attribute("category", len(CATEGORIES), weight=3.0, preferred=2),
     Attribute("style", len(STYLES), weight=3.0, preferred=1),
     Attribute("color", len(COLORS), weight=1.0, preferred=2),
     Attribute("brand", len(BRANDS), weight=0.0),
     # Shown only in the image: what a text-only model cannot see.
     Attribute("pattern", len(PATTERNS), weight=2.5, preferred=1),
-]
+)
+_CATEGORY_NAMES = list(CATEGORIES)
+
+
+def describe(values: Mapping[str, int], rng: np.random.Generator) -> dict[str, Any]:
+    """A product's text: the noun and material within its category are noise drawn here."""
+    category = _CATEGORY_NAMES[values["category"]]
+    nouns, materials = CATEGORIES[category]
+    noun = nouns[rng.integers(len(nouns))]
+    material = materials[rng.integers(len(materials))]
+    style_words, style_text = STYLES[values["style"]]
+    color = COLORS[values["color"]]
+    brand = BRANDS[values["brand"]]
+    return {
+        "title": f"{brand} {style_words} {noun.title()} - {color}, {material}",
+        "description": f"{style_text}. This {material} {noun} comes in {color} from {brand}.",
+        "category": category,
+        "color": color,
+        "brand": brand,
+        "style": style_words,
+    }
+
+
+def draw_image(path: Path, values: Mapping[str, int]) -> None:
+    render(path, color=COLORS[values["color"]], pattern=PATTERNS[values["pattern"]], shape=SHAPES[values["category"] % len(SHAPES)])
+
+
+def extras(rng: np.random.Generator, num_items: int) -> dict[str, list]:
+    return {"price": np.round(rng.lognormal(3.0, 0.8, num_items), 2).tolist()}
+
+
+SPEC = DemoSpec(
+    name="ecommerce",
+    stream=1,
+    item_prefix="E",
+    user_prefix="U",
+    attributes=ATTRIBUTES,
+    columns=("item_id", "title", "description", "category", "image", "color", "brand", "style", "price"),
+    describe=describe,
+    draw_image=draw_image,
+    extras=extras,
+)
 
 
 def generate(directory: Path, *, num_items: int, num_users: int, seed: int) -> None:
-    rng = np.random.default_rng([seed, 1])
-    names = list(CATEGORIES)
-    attrs = {a.name: rng.integers(0, a.cardinality, size=num_items) for a in ATTRIBUTES}
-    popularity = rng.lognormal(0.0, 1.0, size=num_items)
-    width = len(str(num_items))
-    item_ids, titles, descriptions, categories, colors, brands, styles = [], [], [], [], [], [], []
-    for i in range(num_items):
-        category = names[attrs["category"][i]]
-        nouns, materials = CATEGORIES[category]
-        noun = nouns[rng.integers(len(nouns))]
-        material = materials[rng.integers(len(materials))]
-        style_words, style_text = STYLES[attrs["style"][i]]
-        color = COLORS[attrs["color"][i]]
-        brand = BRANDS[attrs["brand"][i]]
-        item_ids.append(f"E{i:0{width}d}")
-        titles.append(f"{brand} {style_words} {noun.title()} - {color}, {material}")
-        descriptions.append(f"{style_text}. This {material} {noun} comes in {color} from {brand}.")
-        categories.append(category)
-        colors.append(color)
-        brands.append(brand)
-        styles.append(style_words)
-        render(
-            directory / "images" / f"{item_ids[-1]}.png",
-            color=color, pattern=PATTERNS[attrs["pattern"][i]], shape=SHAPES[attrs["category"][i] % len(SHAPES)],
-        )
-    histories = sample_histories(rng, attrs, ATTRIBUTES, popularity, num_users=num_users)
-    items = {
-        "item_id": item_ids, "title": titles, "description": descriptions, "category": categories,
-        "image": [f"images/{i}.png" for i in item_ids],
-        "color": colors, "brand": brands, "style": styles, "price": np.round(rng.lognormal(3.0, 0.8, num_items), 2).tolist(),
-    }
-    write_layout(directory, items, interactions_table(histories, item_ids, rng, "U"))
+    """Write the e-commerce demo catalog (see docs/demo-data.md) to `directory`."""
+    common.generate(SPEC, directory, num_items=num_items, num_users=num_users, seed=seed)

@@ -10,15 +10,21 @@ Items: one per ISIN, the latest row (by timestamp, then file order; older rows a
 `description` built from name, category, subcategory, sector and industry. Buy transactions are the
 interactions (Sells are counted as `sell`). users.parquet: each buyer's latest customer row, risk level
 and investment capacity without the `Predicted_` prefix (null for Not_Available, with *_predicted flags).
+
+FAR-Trans gives assets no risk class, so `risk_level` (1 Conservative .. 4 Aggressive, the customers' scale)
+is derived from category and subcategory (DEFAULT_ASSET_RISK, overridable with options.asset_risk). With
+options.factsheets each asset gets `images/<ISIN>.png`: its risk band over its close prices (from the
+optional close_prices.csv), the image the finance recipe reads.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..factsheet import render_factsheet
 from .build import latest_rows
 from .core import (
     CommonOptions,
@@ -38,6 +44,17 @@ ASSET_TEXTS = ["assetName", "assetShortName", "assetCategory", "assetSubCategory
 ASSET_COLUMNS = ["ISIN", *ASSET_TEXTS, "timestamp"]
 CUSTOMER_COLUMNS = ["customerID", "customerType", "riskLevel", "investmentCapacity", "lastQuestionnaireDate", "timestamp"]
 TRANSACTION_COLUMNS = ["customerID", "ISIN", "transactionType", "timestamp", "totalValue", "units"]
+PRICE_COLUMNS = ["ISIN", "timestamp", "closePrice"]
+RISK_LEVELS = ("Conservative", "Income", "Balanced", "Aggressive")  # customers' riskLevel, 1..4
+# Asset risk on the customers' scale, by "category/subcategory" (then "category"), compared without case:
+# cash-like funds are Conservative, sovereign bonds and bond funds Income, corporate bonds and mixed funds
+# Balanced, shares and equity funds Aggressive. A heuristic: the dataset has no per-asset risk class.
+DEFAULT_ASSET_RISK = {
+    "mtf/money market": 1,
+    "bond/government": 2, "mtf/bond": 2, "mtf/bonds": 2,
+    "bond/corporate": 3, "bond": 3, "mtf/balanced": 3, "mtf/structured": 3, "mtf/other": 3, "mtf": 3,
+    "mtf/equity": 4, "stock": 4,
+}
 _PLACEHOLDER = re.compile(r"UNK_\d+")
 _MISSING = {"", "not_available", "n/a", "na", "none", "null"}
 
@@ -47,7 +64,11 @@ class FarTransOptions(CommonOptions):
     asset_information: str = "asset_information.csv"
     customer_information: str = "customer_information.csv"  # optional: without it no users.parquet
     transactions: str = "transactions.csv"
+    close_prices: str = "close_prices.csv"  # optional: the price line of the factsheets
     encoding: str = "utf-8"
+    factsheets: bool = True  # render images/<ISIN>.png and write the `image` column
+    factsheet_points: int = 60  # the most recent close prices drawn
+    asset_risk: dict = field(default_factory=dict)  # "category/subcategory" or "category" -> 1..4, over the defaults
 
 
 def describe_asset(name: str, category: str, subcategory: str, sector: str, industry: str) -> str:
@@ -63,6 +84,12 @@ def describe_asset(name: str, category: str, subcategory: str, sector: str, indu
     if industry:
         parts.append(f"Industry: {industry}")
     return ". ".join(parts) + ("." if parts else "")
+
+
+def asset_risk(category: str | None, subcategory: str | None, table: dict[str, int] = DEFAULT_ASSET_RISK) -> int | None:
+    """The risk level (1..4) of an asset of this category and subcategory; None when the table has neither."""
+    cat, sub = (category or "").strip().lower(), (subcategory or "").strip().lower()
+    return table.get(f"{cat}/{sub}", table.get(cat))
 
 
 def profile_value(value: str | None) -> tuple[str | None, bool]:
@@ -89,6 +116,7 @@ def run(ctx: ImportContext) -> None:
     )
     customers_path = ctx.path(opts.customer_information, role="users", required=False)
     assets_src, tx_src = SourceFile(assets_path, "items"), SourceFile(tx_path, "interactions")
+    risk_table = _risk_table(opts.asset_risk)
 
     # ---- assets
     csv = {"delimiter": ",", "header": True, "quoting": True, "encoding": opts.encoding, "fmt_hint": hint}
@@ -117,9 +145,13 @@ def run(ctx: ImportContext) -> None:
         b.add_items(batch_table(batch, {
             "item_id": ids, "title": titles, "description": descriptions,
             "short_name": texts["assetShortName"], "category": texts["assetCategory"], "subcategory": texts["assetSubCategory"],
-            "sector": texts["sector"], "industry": texts["industry"], "market_id": texts["marketID"], "_updated": stamps,
-        }, types={"_updated": pa.float64()}, raw=True))
+            "sector": texts["sector"], "industry": texts["industry"], "market_id": texts["marketID"],
+            "risk_level": [asset_risk(c, sc, risk_table) for c, sc in zip(texts["assetCategory"], texts["assetSubCategory"])],
+            "_updated": stamps,
+        }, types={"_updated": pa.float64(), "risk_level": pa.int64()}, raw=True))
     b.finish_items(assets_src, duplicates="latest", latest_by="_updated")
+    if opts.factsheets:
+        _factsheets(ctx, ctx.path(opts.close_prices, role="prices", required=False), hint)
 
     # ---- customers (optional)
     if customers_path is None:
@@ -158,6 +190,61 @@ def run(ctx: ImportContext) -> None:
         with_profile = ctx.report.written.get("users", 0)
         if buyers > with_profile:
             ctx.report.notes.append(f"{buyers - with_profile} buyers have no row in {customers_path.name}.")
+
+
+def _risk_table(overrides: dict) -> dict[str, int]:
+    from ...errors import ConfigError
+
+    table = dict(DEFAULT_ASSET_RISK)
+    for key, level in overrides.items():
+        if isinstance(level, str) and level.strip().isdigit():  # from the command line: -o asset_risk.Stock=3
+            level = int(level)
+        if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= len(RISK_LEVELS):
+            raise ConfigError(
+                f"far-trans option asset_risk['{key}']: {level!r} is not a risk level 1..{len(RISK_LEVELS)} "
+                f"({', '.join(f'{i} {n}' for i, n in enumerate(RISK_LEVELS, 1))})."
+            )
+        table[str(key).strip().lower()] = level
+    return table
+
+
+def _factsheets(ctx: ImportContext, prices_path, hint: str) -> None:
+    """Render each asset's factsheet into the output and add the `image` column (relative paths)."""
+    import pyarrow as pa
+
+    opts: FarTransOptions = ctx.options
+    b = ctx.builder
+    ids = b.items["item_id"].to_pylist()
+    series: dict[str, list[tuple[float, float]]] = {}
+    if prices_path is None:
+        ctx.report.notes.append(f"{opts.close_prices} not found: the factsheets show the risk band only.")
+    else:
+        src = SourceFile(prices_path, "prices")
+        known, unknown = set(ids), 0
+        csv = {"delimiter": ",", "header": True, "quoting": True, "encoding": opts.encoding, "fmt_hint": hint}
+        for batch in read_delimited(ctx, src, prices_path, names=PRICE_COLUMNS, **csv):
+            isins = parse_ids(batch, "ISIN")
+            stamps = parse_timestamps(batch, "timestamp")
+            closes = parse_floats(batch, "closePrice")
+            for i in batch.kept():
+                if isins[i] in known:
+                    series.setdefault(isins[i], []).append((float(stamps[i]), float(closes[i])))
+                else:
+                    unknown += 1
+        ctx.problems.checkpoint()
+        if unknown:
+            ctx.report.notes.append(f"{prices_path.name}: {unknown} prices of assets not in the catalog ignored.")
+    paths, used = [], set()
+    for row, (isin, level) in enumerate(zip(ids, b.items["risk_level"].to_pylist())):
+        points = sorted(series.get(isin, []))[-opts.factsheet_points:]
+        # ISINs are [A-Z0-9]; anything else is made safe for a file name (and unique, case-insensitively).
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", isin)
+        if name.lower() in used:
+            name = f"{name}-{row}"
+        used.add(name.lower())
+        render_factsheet(ctx.work / "images" / f"{name}.png", risk_level=level, prices=[p for _, p in points])
+        paths.append(f"images/{name}.png")
+    b.set_items(b.items.append_column("image", pa.array(paths, type=pa.string())))
 
 
 def _read_customers(ctx: ImportContext, path, hint: str) -> None:

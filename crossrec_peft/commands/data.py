@@ -1,0 +1,175 @@
+"""`crossrec-peft data import | validate | stats`: bring a dataset into the standard layout, check it, describe it.
+
+    crossrec-peft data import FORMAT SRC --out DIR [--on-error strict|skip] [-o key=value ...] [--options FILE]
+    crossrec-peft data validate DIR [--fields title,description] [--min-interactions 3] [--no-images]
+    crossrec-peft data stats DIR [--plot FILE.png] [--json]
+
+Format options (`-o`) take YAML values (`-o k_core=5 -o dedup=false -o text_fields=[title,description]`);
+dotted keys fill mappings (`-o columns.item_id=sku`). See docs/data.md for every format and option.
+"""
+
+from __future__ import annotations
+
+import json
+
+NAME = "data"
+HELP = "import a dataset into the standard layout, validate it, or describe it"
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{import,validate,stats}")
+
+    imp = sub.add_parser("import", help="import FORMAT data from SRC into the standard layout at --out")
+    imp.add_argument("format", help="amazon-seq, amazon-reviews, movielens, far-trans, generic or hf")
+    imp.add_argument("src", help="the source directory (hf: a dataset name or path)")
+    imp.add_argument("--out", required=True, help="the output directory (replaced only if it holds an earlier import)")
+    imp.add_argument("--on-error", default="strict", choices=["strict", "skip"],
+                     help="strict: stop at the first bad row; skip: drop bad rows into rejected.jsonl")
+    imp.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="a format option (YAML value; dotted keys for mappings); repeatable")
+    imp.add_argument("--options", metavar="FILE", help="a YAML or JSON file with the format options")
+
+    val = sub.add_parser("validate", help="check a standard-layout directory; exit 2 naming file, row and field")
+    val.add_argument("dir")
+    val.add_argument("--fields", help="comma-separated text fields that must be present and non-empty (default: title)")
+    val.add_argument("--min-interactions", type=int, default=3, help="fewest interactions per user (runs need 3)")
+    val.add_argument("--no-images", action="store_true", help="do not check that image files exist")
+
+    st = sub.add_parser("stats", help="counts, sparsity, history and text lengths, image coverage")
+    st.add_argument("dir")
+    st.add_argument("--plot", metavar="FILE.png", help="also write histograms of history and text lengths")
+    st.add_argument("--json", action="store_true", help="print the statistics as JSON")
+
+
+def run(args) -> None:
+    {"import": _import, "validate": _validate, "stats": _stats}[args.action](args)
+
+
+# ------------------------------------------------------------------------------------------------ import
+
+
+def parse_option_args(pairs: list[str], hints: dict | None = None) -> dict:
+    """`key=value` strings into an options dict: values are YAML (numbers, booleans, lists, mappings),
+    except where the option is text and YAML would read something else (`2024-01-01`, `007`); `a.b=v` sets
+    key b of mapping a."""
+    import yaml
+
+    from ..errors import DataError
+
+    options: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise DataError(f"Format options are KEY=VALUE, got '{pair}'.")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        top, _, sub = key.partition(".")
+        if sub:
+            # Mapping entries name columns or files: text, unless written as a list or mapping.
+            node = options.setdefault(top, {})
+            if not isinstance(node, dict):
+                raise DataError(f"Format option '{top}' is set both as a value and as a mapping ('{pair}').")
+            node[sub] = value if isinstance(value, (list, dict)) else raw
+            continue
+        if hints is not None and top in hints and _wants_text(hints[top]) and not isinstance(value, str):
+            value = raw
+        options[top] = value
+    return options
+
+
+def _wants_text(hint) -> bool:
+    import typing
+
+    args = typing.get_args(hint) or (hint,)
+    return str in args and not any(a in args for a in (int, float, bool, list, dict))
+
+
+def _load_options_file(path: str) -> dict:
+    from pathlib import Path
+
+    import yaml
+
+    from ..errors import DataError
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"Options file '{file}' does not exist.")
+    try:
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file}: not a YAML or JSON file: {str(exc).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise DataError(f"{file}: must hold a mapping of option names to values, not {type(loaded).__name__}.")
+    return loaded
+
+
+def format_report(report) -> str:
+    """An ImportReport as the lines `data import` prints."""
+    lines = [f"imported {report.format} from {report.source} into {report.output}"]
+    if report.read:
+        lines.append("  read:    " + ", ".join(f"{name} {n:,} rows" for name, n in report.read.items()))
+    written = ", ".join(f"{table} {n:,}" for table, n in report.written.items())
+    lines.append(f"  written: {written} ({report.users:,} users with interactions)")
+    for kind, reasons in report.dropped.items():
+        detail = ", ".join(f"{reason} {n:,}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+        lines.append(f"  dropped {kind}: {detail}")
+    if not report.dropped:
+        lines.append("  dropped: nothing")
+    if report.rejected:
+        lines.append(f"  bad rows: {report.rejected:,}, listed in {report.output}/rejected.jsonl")
+    if report.truncated_texts:
+        lines.append(f"  texts cut to max_text_length: {report.truncated_texts:,}")
+    lines.extend(f"  note: {note}" for note in report.notes)
+    return "\n".join(lines)
+
+
+def _import(args) -> None:
+    import typing
+
+    from ..data.importers import get_importer, import_dataset
+
+    importer = get_importer(args.format)
+    options = _load_options_file(args.options) if args.options else {}
+    options.update(parse_option_args(args.option, typing.get_type_hints(importer.options)))
+    report = import_dataset(args.format, args.src, args.out, on_error=args.on_error, options=options)
+    print(format_report(report))
+
+
+# ---------------------------------------------------------------------------------------------- validate
+
+
+def _validate(args) -> None:
+    from ..data.stats import validate_layout
+    from ..errors import DataError
+
+    if args.min_interactions < 1:
+        raise DataError("--min-interactions must be at least 1.")
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
+    data = validate_layout(args.dir, fields=fields, min_interactions=args.min_interactions, images=not args.no_images)
+    checked = ", ".join(fields) if fields is not None else ("title" if "title" in data.items.column_names else "none")
+    print(
+        f"OK: {args.dir}: {len(data.item_ids):,} items, {len(data.user_ids):,} users, {data.num_interactions:,} interactions "
+        f"(text fields checked: {checked}; every user has at least {args.min_interactions})"
+    )
+
+
+# ------------------------------------------------------------------------------------------------- stats
+
+
+def _stats(args) -> None:
+    from ..data.stats import format_stats, layout_stats, plot_stats, public
+
+    stats = layout_stats(args.dir)
+    if args.json:
+        print(json.dumps(public(stats), indent=2))
+    else:
+        print(format_stats(stats))
+    if args.plot:
+        path = plot_stats(stats, args.plot)
+        if not args.json:
+            print(f"  plot: {path}")
