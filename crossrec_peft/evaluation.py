@@ -2,12 +2,17 @@
 
 For each user the scores of the items already in the user's history are set to -inf (the target itself is
 never excluded, so a repeat purchase can still be found), then the metrics of `metrics.py` are averaged
-over users.
+over users. Optionally (`eval.sampled_negatives`) the target is also ranked against that many sampled
+items only: a number reported apart and labelled, because it overstates quality (docs/metrics.md).
+
+`TestEvaluation` evaluates every system of a run on the same test cases with the same tie-breaking and the
+same sampled negatives, and slices the per-user values: cold-start targets and history-length buckets.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data.split import EvalCases
-from .metrics import exclude, ranking_metrics, target_ranks
+from .metrics import coverage, exclude, ranking_metrics, target_ranks, top_items
 from .model.two_tower import TwoTowerModel
 
 Scorer = Callable[[list[np.ndarray]], torch.Tensor]  # histories of a block of users -> scores [users, items]
@@ -99,28 +104,179 @@ def model_scorer(model: TwoTowerModel, content: torch.Tensor, max_history: int) 
     return score
 
 
-def popularity_scorer(counts: np.ndarray) -> Scorer:
-    scores = torch.as_tensor(counts, dtype=torch.float32)
 
-    def score(histories: list[np.ndarray]) -> torch.Tensor:
-        return scores.expand(len(histories), -1).clone()
+@dataclass
+class CaseResults:
+    """Per-case metric values of one system on one set of cases, plus catalog coverage (a list-level
+    metric: it belongs to the whole set of top-K lists, not to one case)."""
 
-    return score
+    values: dict[str, torch.Tensor]
+    coverage: dict[str, float] = field(default_factory=dict)
+
+    def summary(self, mask: np.ndarray | None = None) -> dict[str, float]:
+        """Means over the cases (or the cases where `mask` is True); coverage only for all cases."""
+        if mask is None:
+            return {**{n: float(v.mean()) for n, v in self.values.items()}, **self.coverage}
+        selected = torch.as_tensor(mask, dtype=torch.bool)
+        return {n: float(v[selected].mean()) for n, v in self.values.items()}
+
+
+def _history_exclusions(histories: list[np.ndarray], targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of every history item of a block of users except the user's own target."""
+    if not histories:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    rows = np.concatenate([np.full(len(h), r) for r, h in enumerate(histories)])
+    cols = np.concatenate(histories).astype(np.int64)
+    keep = cols != np.repeat(targets, [len(h) for h in histories])
+    return torch.as_tensor(rows[keep], dtype=torch.long), torch.as_tensor(cols[keep], dtype=torch.long)
+
+
+def sample_negatives(scores: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Scores [cases, 1 + n] of each case's target (column 0) and n items drawn uniformly without
+    replacement from the items that are neither the target nor in the history. When fewer than n such items
+    exist, the missing columns are -inf (they rank below the target)."""
+    keys = torch.rand(scores.shape, generator=generator)
+    keys[rows, cols] = float("inf")
+    keys[torch.arange(len(targets)), targets] = float("inf")
+    draw = keys.topk(min(n, scores.shape[1]), dim=1, largest=False)
+    negatives = scores.gather(1, draw.indices).masked_fill(torch.isinf(draw.values), float("-inf"))
+    if negatives.shape[1] < n:
+        negatives = F.pad(negatives, (0, n - negatives.shape[1]), value=float("-inf"))
+    return torch.cat([scores.gather(1, targets.view(-1, 1)), negatives], dim=1)
 
 
 @torch.no_grad()
-def evaluate_cases(scorer: Scorer, cases: EvalCases, ks: list[int], *, batch_size: int = 512, seed: int = 0) -> dict[str, float]:
-    generator = torch.Generator().manual_seed(seed)  # tie-breaking, identical for every system
-    sums: dict[str, float] = {}
+def rank_cases(
+    scorer: Scorer,
+    cases: EvalCases,
+    ks: Sequence[int],
+    *,
+    batch_size: int = 512,
+    seed: int = 0,
+    sampled_negatives: int | None = None,
+) -> tuple[CaseResults, CaseResults | None]:
+    """Per-case full-ranking metrics (and coverage@k) of a scorer; with `sampled_negatives`, also the
+    per-case metrics of ranking the target among that many sampled items (None otherwise). The seed fixes
+    tie-breaking and the sampled items, identically for every system evaluated on the same cases."""
+    ks = list(ks)
+    ties = torch.Generator().manual_seed(seed)
+    sampling = torch.Generator().manual_seed(seed + 1)
+    sampled_ties = torch.Generator().manual_seed(seed + 2)
+    full: dict[str, list[torch.Tensor]] = {}
+    sampled: dict[str, list[torch.Tensor]] = {}
+    seen: dict[int, torch.Tensor] = {}
     for start in range(0, len(cases), batch_size):
         histories = cases.histories[start : start + batch_size]
-        targets = torch.as_tensor(cases.targets[start : start + batch_size])
+        targets = torch.as_tensor(cases.targets[start : start + batch_size], dtype=torch.long)
         scores = scorer(histories).float()
-        rows = np.concatenate([np.full(len(h), r) for r, h in enumerate(histories)]) if histories else np.array([])
-        cols = np.concatenate(histories) if histories else np.array([])
-        keep = cols != np.repeat(targets.numpy(), [len(h) for h in histories])
-        exclude(scores, torch.as_tensor(rows[keep], dtype=torch.long), torch.as_tensor(cols[keep], dtype=torch.long))
-        values = ranking_metrics(target_ranks(scores, targets, generator), ks)
-        for name, v in values.items():
-            sums[name] = sums.get(name, 0.0) + float(v.sum())
-    return {name: total / len(cases) for name, total in sums.items()}
+        rows, cols = _history_exclusions(histories, targets.numpy())
+        exclude(scores, rows, cols)
+        for name, v in ranking_metrics(target_ranks(scores, targets, ties), ks).items():
+            full.setdefault(name, []).append(v)
+        top = top_items(scores, max(ks))
+        for k in ks:
+            hit = torch.zeros(scores.shape[1], dtype=torch.bool)
+            hit[top[:, :k].reshape(-1)] = True
+            seen[k] = hit if k not in seen else seen[k] | hit
+        if sampled_negatives:
+            candidates = sample_negatives(scores, targets, rows, cols, sampled_negatives, sampling)
+            ranks = target_ranks(candidates, torch.zeros(len(targets), dtype=torch.long), sampled_ties)
+            for name, v in ranking_metrics(ranks, ks).items():
+                sampled.setdefault(name, []).append(v)
+    num_items = next(iter(seen.values())).numel() if seen else 1
+    covered = {f"coverage@{k}": coverage(seen[k].nonzero().view(-1), num_items) for k in ks} if seen else {}
+    result = CaseResults({n: torch.cat(v) for n, v in full.items()}, covered)
+    return result, (CaseResults({n: torch.cat(v) for n, v in sampled.items()}) if sampled_negatives else None)
+
+
+def evaluate_cases(
+    scorer: Scorer, cases: EvalCases, ks: Sequence[int], *, batch_size: int = 512, seed: int = 0
+) -> dict[str, float]:
+    """Full-ranking metrics averaged over the cases, and coverage@k."""
+    return rank_cases(scorer, cases, ks, batch_size=batch_size, seed=seed)[0].summary()
+
+
+def history_buckets(lengths: np.ndarray, edges: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+    """Bucket index of each history length and the bucket labels: edges [2, 5] give 0 (no history, as a
+    temporal split can have), 1-2, 3-5 and 6+."""
+    edges = sorted(int(e) for e in edges)
+    labels, low = ["0"], 1
+    for e in edges:
+        labels.append(f"{low}-{e}" if e > low else f"{e}")
+        low = e + 1
+    labels.append(f"{low}+")
+    lengths = np.asarray(lengths)
+    return np.where(lengths == 0, 0, np.searchsorted(np.asarray(edges), lengths, side="left") + 1), labels
+
+
+class HeldOutEvaluation:
+    """Evaluates each system of a run on the test cases and keeps what the report needs.
+
+    `cold_start_max`: the cold-start slice holds the cases whose target has at most this many training
+    interactions. `history_edges`: upper bounds of the history-length buckets (number of items before the
+    target)."""
+
+    def __init__(
+        self,
+        cases: EvalCases,
+        train_item_counts: np.ndarray,
+        ks: Sequence[int],
+        *,
+        seed: int = 0,
+        batch_size: int = 512,
+        sampled_negatives: int | None = None,
+        cold_start_max: int = 5,
+        history_edges: Sequence[int] = (2, 5, 10, 20),
+        domain_metrics: Callable[[Scorer], dict[str, float]] | None = None,
+    ):
+        self.cases, self.ks, self.seed, self.batch_size = cases, list(ks), seed, batch_size
+        # The domain's extra metrics of each system (e.g. finance's suitability check), on the same cases.
+        self.domain_metrics = domain_metrics
+        self.domain_results: dict[str, dict[str, float]] = {}
+        self.sampled_negatives = sampled_negatives
+        self.cold_start_max = cold_start_max
+        self.cold = np.asarray(train_item_counts)[cases.targets] <= cold_start_max
+        lengths = np.array([len(h) for h in cases.histories])
+        self.bucket, self.bucket_labels = history_buckets(lengths, history_edges)
+        self.full: dict[str, CaseResults] = {}
+        self.sampled: dict[str, CaseResults] = {}
+
+    def run(self, system: str, scorer: Scorer) -> dict[str, float]:
+        """Evaluate one system; returns its full-ranking summary."""
+        full, sampled = rank_cases(
+            scorer, self.cases, self.ks, batch_size=self.batch_size, seed=self.seed, sampled_negatives=self.sampled_negatives
+        )
+        self.full[system] = full
+        if sampled is not None:
+            self.sampled[system] = sampled
+        if self.domain_metrics is not None:
+            self.domain_results[system] = self.domain_metrics(scorer)
+        return full.summary()
+
+    def report(self) -> dict[str, Any]:
+        """The report.json sections `metrics`, `sampled`, `cold_start`, `by_history` and `domain_metrics`
+        (docs/report-schema.md)."""
+        cold_cases = int(self.cold.sum())
+        counts = np.bincount(self.bucket, minlength=len(self.bucket_labels))
+        present = [i for i, c in enumerate(counts) if c > 0]
+        return {
+            "metrics": {s: r.summary() for s, r in self.full.items()},
+            "sampled": {
+                "negatives": self.sampled_negatives,
+                "metrics": {s: r.summary() for s, r in self.sampled.items()},
+            } if self.sampled_negatives else None,
+            "cold_start": {
+                "max_train_interactions": self.cold_start_max,
+                "cases": cold_cases,
+                "share": cold_cases / max(1, len(self.cases)),
+                "metrics": {s: r.summary(self.cold) for s, r in self.full.items()} if cold_cases else {},
+            },
+            "by_history": {
+                "buckets": [self.bucket_labels[i] for i in present],
+                "cases": [int(counts[i]) for i in present],
+                "metrics": {
+                    s: {self.bucket_labels[i]: r.summary(self.bucket == i) for i in present} for s, r in self.full.items()
+                },
+            },
+            "domain_metrics": dict(self.domain_results) if self.domain_metrics is not None else None,
+        }

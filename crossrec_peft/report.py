@@ -1,13 +1,26 @@
-"""Run reports: report.json (schema in docs/report-schema.md), report.md and the closing console table."""
+"""Run reports: report.json (schema in docs/report-schema.md), report.md with its PNG plots, the closing
+console table, and the side-by-side comparison of several runs (`crossrec-peft report`)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-SYSTEMS = ("model", "untuned", "popularity")
+from .errors import DataError
+
 HEADLINE = ("recall@10", "ndcg@10", "mrr@10")
+FAMILIES = ("recall", "ndcg", "mrr", "map", "coverage")
+SLICE_METRICS = ("recall@10", "ndcg@10", "mrr@10")
+DESCRIPTIONS = {
+    "model": "the fine-tuned model",
+    "untuned": "the pretrained backbones' zero-shot embeddings, before training (towers trained from scratch left out); users = mean of their history",
+    "popularity": "items ranked by their number of training interactions",
+    "itemknn": "item-kNN: sum of cosine similarities on the training co-occurrence to the user's history items",
+    "ids": "an ID-embedding model (no content) trained by the same trainer: MF with the mean user encoder, SASRec-with-IDs with sasrec",
+    "parent": "the parent package's model (init_from), before this run's training",
+}
 
 
 def human_bytes(n: float) -> str:
@@ -18,34 +31,176 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def write_report(run_dir: Path, report: dict[str, Any]) -> None:
+def systems(report: dict[str, Any]) -> list[str]:
+    """The report's systems: the model first, then the baselines in the order they were run."""
+    names = list(report["metrics"])
+    return (["model"] if "model" in names else []) + [s for s in names if s != "model"]
+
+
+def ks_of(metrics: dict[str, float]) -> list[int]:
+    return sorted({int(k.split("@")[1]) for k in metrics if "@" in k})
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def write_plots(run_dir: Path, report: dict[str, Any]) -> dict[str, str]:
+    """The run's PNGs under run_dir/plots; returns their paths relative to run_dir by kind."""
+    from .plots import plot_by_history, plot_systems, plot_training, read_metrics_log
+
+    written: dict[str, str] = {}
+    training = plot_training(read_metrics_log(run_dir / "metrics.jsonl"), run_dir / "plots" / "training.png")
+    if training:
+        written["training"] = "plots/training.png"
+    model = report["metrics"].get("model", {})
+    # Accuracy only: coverage is another scale (a share of the catalog) and MAP equals MRR with one target.
+    names = [f"{f}@{k}" for k in ks_of(model) for f in ("recall", "ndcg", "mrr") if f"{f}@{k}" in model]
+    plot_systems({s: report["metrics"][s] for s in systems(report)}, names, run_dir / "plots" / "systems.png", title="test metrics (full ranking)")
+    written["systems"] = "plots/systems.png"
+    if report.get("by_history") and plot_by_history(report["by_history"], "ndcg@10", run_dir / "plots" / "history_length.png"):
+        written["history_length"] = "plots/history_length.png"
+    return written
+
+
+def write_report(run_dir: Path, report: dict[str, Any], *, plots: bool = True) -> None:
+    """report.json, report.md and (with `plots`) the PNGs they point to."""
+    run_dir = Path(run_dir)
+    if plots:
+        report["plots"] = write_plots(run_dir, report)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (run_dir / "report.md").write_text(markdown(report))
 
 
+def _system_table(metrics: dict[str, dict[str, float]], order: Sequence[str], names: Sequence[str]) -> list[str]:
+    lines = ["| system | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for system in order:
+        values = metrics.get(system, {})
+        lines.append(f"| {system} | " + " | ".join(_fmt(values.get(n)) for n in names) + " |")
+    return lines
+
+
+def _delta_row(name: str, before: float | None, after: float | None) -> str:
+    if before is None or after is None:
+        return f"| {name} | {_fmt(before)} | {_fmt(after)} | – | – |"
+    relative = f"{100 * (after - before) / before:+.1f}%" if before else "–"
+    return f"| {name} | {before:.4f} | {after:.4f} | {after - before:+.4f} | {relative} |"
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested metric dicts (per task of a multitask objective) as (dotted name, value) rows."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
 def markdown(report: dict[str, Any]) -> str:
-    ks = sorted({int(k.split("@")[1]) for k in report["metrics"]["model"]})
-    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "mrr")]
+    order = systems(report)
+    model = report["metrics"]["model"]
+    ks = ks_of(model)
+    split = str(report.get("split", "leave-one-out")).replace("_", "-")
     lines = [
         f"# Run `{report['name']}` ({report['domain']})",
         "",
-        f"Test split, full ranking over {report['data']['items']:,} items for {report['data']['users']:,} users "
-        "(leave-one-out; history items excluded). `untuned` scores with the pretrained backbones' zero-shot "
-        "embeddings (before training; towers trained from scratch left out); `popularity` ranks by training interactions.",
+        f"Test split ({split}): full ranking over all {report['data']['items']:,} items for "
+        f"{report.get('split_detail', {}).get('test_cases', report['data']['users']):,} users; items already in a user's history are excluded, ties broken by a "
+        "seeded random draw. Metric formulas: docs/metrics.md.",
         "",
-        "| system | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
+        "## Model and baselines",
+        "",
     ]
-    for system in SYSTEMS:
-        values = report["metrics"][system]
-        lines.append(f"| {system} | " + " | ".join(f"{values[n]:.4f}" for n in names) + " |")
+    for system in order:
+        lines.append(f"- `{system}`: {DESCRIPTIONS.get(system, '')}")
+    for k in ks:
+        names = [f"{f}@{k}" for f in FAMILIES if f"{f}@{k}" in model]
+        lines += ["", f"### @{k}", "", *_system_table(report["metrics"], order, names)]
+    plots = report.get("plots") or {}
+    if "systems" in plots:
+        lines += ["", f"![model and baselines]({plots['systems']})"]
+
+    lines += ["", "## Before and after fine-tuning", ""]
+    untuned = report["metrics"].get("untuned")
+    if untuned:
+        lines += [
+            f"NDCG@10: untuned {untuned['ndcg@10']:.4f} -> tuned {model['ndcg@10']:.4f} "
+            f"(best epoch {report['best_epoch']} of {report['epochs_run']}).",
+            "",
+            "| metric | untuned (before) | tuned (after) | delta | relative |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [_delta_row(n, untuned.get(n), model.get(n)) for n in model]
+    else:
+        lines.append("The untuned baseline was not run (`eval.baselines`), so there is no before/after comparison.")
+
+    sampled = report.get("sampled")
+    if sampled:
+        n = sampled["negatives"]
+        names = [f"{f}@{k}" for k in ks for f in ("recall", "ndcg") if f"{f}@{k}" in model]
+        lines += [
+            "",
+            f"## Sampled-candidate evaluation ({n} sampled negatives): overstates quality",
+            "",
+            f"Each target ranked against {n} items drawn uniformly from those the user has not interacted with, "
+            "not against the whole catalog. These numbers are higher than the full-ranking ones above and can "
+            "order systems differently (docs/metrics.md); they are here for comparison with papers that use them.",
+            "",
+            *_system_table(sampled["metrics"], [s for s in order if s in sampled["metrics"]], names),
+        ]
+
+    cold = report.get("cold_start")
+    if cold:
+        lines += [
+            "",
+            "## Cold start",
+            "",
+            f"{cold['cases']:,} test users ({100 * cold.get('share', 0):.1f}%) whose target item has at most "
+            f"{cold['max_train_interactions']} training interactions. An ID model knows little about such items; "
+            "content models see their text and images.",
+        ]
+        if cold["cases"]:
+            lines += ["", *_system_table(cold["metrics"], order, SLICE_METRICS)]
+
+    history = report.get("by_history")
+    if history and history.get("buckets"):
+        lines += [
+            "",
+            "## By history length (NDCG@10)",
+            "",
+            "| system | " + " | ".join(f"{b} ({n:,})" for b, n in zip(history["buckets"], history["cases"])) + " |",
+            "|---|" + "---:|" * len(history["buckets"]),
+        ]
+        for system in order:
+            per = history["metrics"].get(system, {})
+            lines.append(f"| {system} | " + " | ".join(_fmt(per.get(b, {}).get("ndcg@10")) for b in history["buckets"]) + " |")
+        lines.append("")
+        lines.append("Columns: items in the user's history (users in the bucket).")
+        if "history_length" in plots:
+            lines += ["", f"![NDCG@10 by history length]({plots['history_length']})"]
+
+    lines += _domain_section(report, order)
+
+    objective = report.get("objective_metrics")
+    if objective:
+        lines += ["", "## Objective metrics (test)", "", "| metric | value |", "|---|---:|"]
+        lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |" for name, value in _flatten(objective)]
+
+    lines += ["", "## Training", ""]
+    if "training" in plots:
+        lines += [f"![training and validation curves]({plots['training']})", ""]
+    details = (report.get("baseline_details") or {}).get("ids")
+    if details:
+        lines.append(
+            f"- ID baseline: {details['parameters']:,} parameters (dim {details['dim']}), best epoch {details['best_epoch']} "
+            f"of {details['epochs_run']}, {details['steps']} steps, {details['train_seconds']:.0f} s"
+        )
     p = report["params"]
     lines += [
-        "",
-        "## Before and after fine-tuning",
-        "",
-        f"NDCG@10: untuned {report['metrics']['untuned']['ndcg@10']:.4f} -> tuned {report['metrics']['model']['ndcg@10']:.4f} "
-        f"(best epoch {report['best_epoch']} of {report['epochs_run']}).",
+        f"- model: best epoch {report['best_epoch']} of {report['epochs_run']} ({report['steps']} steps"
+        f"{', stopped early' if report.get('stopped_early') else ''})",
         "",
         "## Cost",
         "",
@@ -58,6 +213,25 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _domain_section(report: dict[str, Any], order: Sequence[str]) -> list[str]:
+    """The domain's extra metrics (finance: suitability, docs/report-schema.md), one row per system."""
+    extra = report.get("domain_metrics") or {}
+    if not extra:
+        return []
+    names = list(dict.fromkeys(n for values in extra.values() for n in values))
+    lines = ["", f"## {report['domain']} metrics", ""]
+    if any(n.startswith("over_risk@") for n in names):
+        first = next(iter(extra.values()))
+        lines += [
+            f"Suitability: `over_risk@K` is the share of top-K recommendations whose risk level is above the "
+            f"customer's risk profile, over the {first.get('profiled_cases', 0):,} test customers with a known profile "
+            f"(lower is safer). `held_out_over_risk`: the same share among the assets those customers actually bought next.",
+            "",
+        ]
+    shown = [n for n in names if n != "profiled_cases"]
+    return lines + _system_table(extra, [s for s in order if s in extra], shown)
+
+
 def print_summary(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -66,9 +240,15 @@ def print_summary(report: dict[str, Any]) -> None:
     table.add_column("system")
     for name in HEADLINE:
         table.add_column(name.replace("recall", "Recall").replace("ndcg", "NDCG").replace("mrr", "MRR"), justify="right")
-    for system in SYSTEMS:
+    cold = report.get("cold_start") or {}
+    if cold.get("cases"):
+        table.add_column(f"cold NDCG@10 ({cold['cases']:,})", justify="right")
+    for system in systems(report):
         values = report["metrics"][system]
-        table.add_row(system, *(f"{values[n]:.4f}" for n in HEADLINE))
+        row = [_fmt(values.get(n)) for n in HEADLINE]
+        if cold.get("cases"):
+            row.append(_fmt(cold["metrics"].get(system, {}).get("ndcg@10")))
+        table.add_row(system, *row)
     console = Console()
     console.print(table)
     p = report["params"]
@@ -78,5 +258,53 @@ def print_summary(report: dict[str, Any]) -> None:
         f"({100 * report['adapter_bytes'] / max(1, report['backbone_bytes']):.2f}% of the backbone)   "
         f"train time: {report['train_seconds']:.0f} s"
     )
+    extra = report.get("domain_metrics") or {}
+    if any("over_risk@10" in v for v in extra.values()):
+        console.print("over-risk share of top-10 (suitability, lower is safer): " + "   ".join(
+            f"{system} {_fmt(extra[system].get('over_risk@10'))}" for system in systems(report) if system in extra
+        ))
     if report.get("adapter_dir"):
         console.print(f"adapter package: {report['adapter_dir']}   report: {report['run_dir']}/report.md")
+
+
+# -- several runs ------------------------------------------------------------------------------------------------
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """A run directory's report.json, checked for what a comparison reads."""
+    run_dir = Path(run_dir)
+    path = run_dir / "report.json"
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: no such run directory.")
+    if not path.is_file():
+        raise DataError(f"{run_dir}: no report.json; is this a finished run directory (crossrec-peft recipe/train writes one)?")
+    try:
+        report = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}).") from None
+    metrics = report.get("metrics") if isinstance(report, dict) else None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("model"), dict):
+        raise DataError(f"{path}: field 'metrics.model' is missing; not a crossrec-peft run report.")
+    for system, values in metrics.items():
+        if not isinstance(values, dict) or not all(isinstance(v, (int, float)) for v in values.values()):
+            raise DataError(f"{path}: field 'metrics.{system}' must map metric names to numbers.")
+    return report
+
+
+def comparison_rows(reports: Sequence[dict[str, Any]], labels: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the side-by-side table: one row per run and system (model, then baselines)."""
+    columns = ["run", "system", *HEADLINE, "cold NDCG@10"]
+    rows = []
+    for label, report in zip(labels, reports):
+        cold = (report.get("cold_start") or {}).get("metrics", {})
+        for system in systems(report):
+            values = report["metrics"][system]
+            rows.append([label, system, *(_fmt(values.get(n)) for n in HEADLINE), _fmt(cold.get(system, {}).get("ndcg@10"))])
+    return columns, rows
+
+
+def run_labels(run_dirs: Sequence[Path], reports: Sequence[dict[str, Any]]) -> list[str]:
+    """Run names, made unique with the directory name where two runs share one."""
+    names = [str(r.get("name") or Path(d).name) for d, r in zip(run_dirs, reports)]
+    labels = [n if names.count(n) == 1 else f"{n} ({Path(d).name})" for n, d in zip(names, run_dirs)]
+    return [f"{label} #{i + 1}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from crossrec_peft.baselines import popularity_scorer
 from crossrec_peft.data.split import EvalCases
-from crossrec_peft.evaluation import evaluate_cases, pad_histories, popularity_scorer
+from crossrec_peft.evaluation import HeldOutEvaluation, evaluate_cases, history_buckets, pad_histories, rank_cases
+from crossrec_peft.metrics import ranking_metrics
 
 
 def test_popularity_with_history_exclusion():
@@ -35,3 +38,100 @@ def test_perfect_and_worst_scorers():
 
     assert evaluate_cases(oracle, cases, [1])["ndcg@1"] == 1.0
     assert evaluate_cases(lambda h: -oracle(h), cases, [1])["recall@1"] == 0.0
+
+
+def random_cases(rng, users: int, items: int) -> EvalCases:
+    histories = [rng.choice(items, size=int(rng.integers(1, 8)), replace=False) for _ in range(users)]
+    return EvalCases(histories, rng.integers(0, items, size=users))
+
+
+def test_full_ranking_matches_brute_force_with_exclusion_and_coverage():
+    rng = np.random.default_rng(3)
+    items = 30
+    cases = random_cases(rng, 45, items)
+    table = rng.normal(size=(45, items))  # distinct scores: no tie-breaking involved
+    offset = {"at": 0}
+
+    def scorer(histories):
+        block = table[offset["at"] : offset["at"] + len(histories)]
+        offset["at"] += len(histories)
+        return torch.tensor(block)
+
+    got = evaluate_cases(scorer, cases, [5, 10], batch_size=16)
+    ranks, tops = [], {5: set(), 10: set()}
+    for row, (history, target) in enumerate(zip(cases.histories, cases.targets)):
+        candidates = [i for i in range(items) if i == target or i not in set(history.tolist())]
+        order = sorted(candidates, key=lambda i: -table[row, i])
+        ranks.append(order.index(target))
+        for k in tops:
+            tops[k].update(order[:k])
+    ref = ranking_metrics(torch.tensor(ranks), [5, 10])
+    for name, values in ref.items():
+        assert got[name] == pytest.approx(float(values.mean()), abs=1e-12), name
+    assert got["coverage@5"] == len(tops[5]) / items and got["coverage@10"] == len(tops[10]) / items
+
+
+def test_sampled_negatives_rank_among_unseen_items_and_overstate():
+    rng = np.random.default_rng(0)
+    items, n = 400, 20
+    cases = random_cases(rng, 60, items)
+    scores = torch.tensor(rng.normal(size=(60, items)), dtype=torch.float32)
+    full, sampled = rank_cases(lambda h: scores[: len(h)].clone(), cases, [10], batch_size=64, sampled_negatives=n)
+    again = rank_cases(lambda h: scores[: len(h)].clone(), cases, [10], batch_size=64, sampled_negatives=n)[1]
+    assert torch.equal(sampled.values["ndcg@10"], again.values["ndcg@10"])  # seeded: same negatives
+    # A target ranked among n sampled items is never ranked lower than among the whole catalog.
+    assert (sampled.values["recall@10"] >= full.values["recall@10"]).all()
+    assert sampled.summary()["recall@10"] > full.summary()["recall@10"]
+    assert "coverage@10" not in sampled.summary()  # a list metric of full ranking only
+
+
+def test_sampled_negatives_exclude_history_and_target():
+    from crossrec_peft.evaluation import sample_negatives
+
+    scores = torch.arange(6, dtype=torch.float32).expand(2, -1).clone()
+    targets = torch.tensor([0, 5])
+    rows, cols = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 0])
+    out = sample_negatives(scores, targets, rows, cols, 10, torch.Generator().manual_seed(0))
+    assert out.shape == (2, 11)
+    assert out[:, 0].tolist() == [0.0, 5.0]
+    assert sorted(out[0, 1:4].tolist()) == [3.0, 4.0, 5.0] and torch.isinf(out[0, 4:]).all()  # only 3 allowed
+    assert sorted(out[1, 1:5].tolist()) == [1.0, 2.0, 3.0, 4.0] and torch.isinf(out[1, 5:]).all()
+
+
+def test_history_buckets():
+    index, labels = history_buckets(np.array([0, 1, 2, 3, 5, 6, 10, 11, 50]), [2, 5, 10])
+    assert labels == ["0", "1-2", "3-5", "6-10", "11+"]
+    assert [labels[i] for i in index] == ["0", "1-2", "1-2", "3-5", "3-5", "6-10", "6-10", "11+", "11+"]
+
+
+def test_held_out_slices_are_means_over_their_cases():
+    rng = np.random.default_rng(1)
+    items = 50
+    cases = random_cases(rng, 80, items)
+    counts = rng.integers(0, 12, size=items)
+    evaluation = HeldOutEvaluation(cases, counts, [10], batch_size=32, cold_start_max=3, history_edges=[2, 4], sampled_negatives=10)
+    scores = torch.tensor(rng.normal(size=(80, items)), dtype=torch.float32)
+    offset = {"at": 0}
+
+    def scorer(histories):
+        block = scores[offset["at"] : offset["at"] + len(histories)]
+        offset["at"] += len(histories)
+        return block.clone()
+
+    overall = evaluation.run("a", scorer)
+    evaluation.run("pop", popularity_scorer(counts))
+    report = evaluation.report()
+    assert report["metrics"]["a"] == overall and set(report["metrics"]) == {"a", "pop"}
+    assert set(report["sampled"]["metrics"]) == {"a", "pop"} and report["sampled"]["negatives"] == 10
+    cold = counts[cases.targets] <= 3
+    ndcg = evaluation.full["a"].values["ndcg@10"].numpy()
+    assert report["cold_start"]["cases"] == int(cold.sum()) > 0
+    assert report["cold_start"]["metrics"]["a"]["ndcg@10"] == pytest.approx(ndcg[cold].mean())
+    lengths = np.array([len(h) for h in cases.histories])
+    by = report["by_history"]
+    assert sum(by["cases"]) == len(cases)
+    for label, count in zip(by["buckets"], by["cases"]):
+        low, high = {"1-2": (1, 2), "3-4": (3, 4), "5+": (5, 99)}[label]
+        mask = (lengths >= low) & (lengths <= high)
+        assert count == mask.sum()
+        assert by["metrics"]["a"][label]["ndcg@10"] == pytest.approx(ndcg[mask].mean())

@@ -29,4 +29,4 @@ def run(args) -> None:
         dest = recipes.copy(*args.args)
         print(f"copied recipe '{args.args[0]}' to {dest}; run it with: crossrec-peft train {dest}")
         return
-    run_config(recipes.path(args.name), args.args, args.out, args.quiet, args.name)
+    run_config(recipes.path(args.name), args.args, args.out, args.quiet, args.name, resume=args.resume)

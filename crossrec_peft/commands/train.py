@@ -16,4 +16,4 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    run_config(args.config, args.overrides, args.out, args.quiet, None)
+    run_config(args.config, args.overrides, args.out, args.quiet, None, resume=args.resume)

@@ -1,0 +1,64 @@
+"""`retrieval`: in-batch softmax over cosine similarities / temperature, with optional sampled negatives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import objectives
+from .base import NegativeOptions, Objective, ObjectiveContext, in_user_window, sampler_needs
+
+
+@dataclass
+class RetrievalOptions(NegativeOptions):
+    # Not negatives: another pair's target that is this pair's target item, and the other items of the same
+    # user's window (items this user does interact with, later or earlier); likewise for sampled negatives.
+    remove_accidental_hits: bool = True
+    # Subtract log(expected count) = log(draws * q(j)) from each sampled negative's logit (sampled softmax), so
+    # that popular items, drawn more often, are not over-penalised.
+    logq_correction: bool = True
+
+    def check(self) -> str | None:
+        return self.check_negatives()
+
+
+@objectives.register("retrieval", options=RetrievalOptions)
+class InBatchSoftmax(Objective):
+    """In-batch softmax over cosine similarities / temperature (+ optional sampled negatives with logQ correction)."""
+
+    name = "retrieval"
+
+    def __init__(self, options: RetrievalOptions):
+        super().__init__(options)
+        self.sampler = None
+        self._log_q: torch.Tensor | None = None
+
+    def prepare(self, model, context: ObjectiveContext) -> None:
+        self.sampler, self.batch_needs = sampler_needs(self.options, context)
+
+    def __call__(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        scale = outputs["logit_scale"]
+        logits = scale * outputs["users"] @ outputs["items"].T
+        item, row = outputs["target_item"], outputs["row"]
+        if self.options.remove_accidental_hits:
+            false_negative = (item.view(-1, 1) == item.view(1, -1)) | (row.view(-1, 1) == row.view(1, -1))
+            false_negative.fill_diagonal_(False)
+            logits = logits.masked_fill(false_negative, torch.finfo(logits.dtype).min)
+        k = self.options.num_negatives
+        if k > 0 and "negatives" in outputs:
+            # Every sampled negative in the batch is a candidate for every pair (a shared pool).
+            used = torch.unique(outputs["negatives"][:, :k])
+            ids = outputs["negative_items"][used]
+            extra = scale * outputs["users"] @ outputs["negative_vectors"][used].T
+            if self.options.logq_correction and self.sampler is not None:
+                draws = outputs["negatives"][:, :k].numel()
+                log_q = torch.as_tensor(self.sampler.log_expected_count(ids.cpu().numpy(), draws), dtype=extra.dtype, device=extra.device)
+                extra = extra - log_q
+            if self.options.remove_accidental_hits:
+                extra = extra.masked_fill(in_user_window(batch, row, ids), torch.finfo(extra.dtype).min)
+            logits = torch.cat([logits, extra], dim=1)
+        labels = torch.arange(len(logits), device=logits.device)
+        loss = F.cross_entropy(logits, labels)
+        return loss, {"loss": float(loss.detach())}
