@@ -11,10 +11,11 @@ from . import backbones, data, methods, model, objectives  # noqa: E402,F401  (r
 from .config import Config, load_config  # noqa: E402
 from .errors import ConfigError, CrossrecError, DataError, PackageError  # noqa: E402
 from .registry import REGISTRIES, Registry  # noqa: E402
+from .recommender import Recommender  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Config", "ConfigError", "CrossrecError", "DataError", "PackageError", "REGISTRIES", "Registry",
+    "Config", "ConfigError", "CrossrecError", "DataError", "PackageError", "REGISTRIES", "Recommender", "Registry",
     "__version__", "load_config",
 ]

@@ -13,6 +13,7 @@ one paragraph and exit with code 2 (`--debug` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`crossrec-peft data stats DIR --json | head`): not an error of ours. Point
+        # stdout at devnull so the interpreter's final flush does not raise again (Python's documented recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         if args.debug:
             traceback.print_exc()

@@ -55,6 +55,15 @@ class DataConfig:
     # Items whose image is missing, unreadable or too large: "error" stops with the item and path;
     # "placeholder" counts them in a warning and encodes those items without their image.
     on_bad_image: str = "error"
+    # How users' histories become training data and ranking cases (docs/data.md, "Splits"):
+    # leave_one_out (per user: last = test, second-to-last = validation) or temporal (global cut-off times).
+    split: str = "leave_one_out"
+    # temporal: test cut-off as seconds or an ISO 8601 date; null: the split_quantile of all timestamps.
+    split_time: Optional[str] = None
+    split_quantile: float = 0.9
+    # temporal: validation cut-off (before the test one); null: the validation_quantile of all timestamps.
+    validation_time: Optional[str] = None
+    validation_quantile: float = 0.8
 
 
 @dataclass
@@ -64,8 +73,23 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.01
+    # Learning-rate schedule after a linear warmup over warmup_ratio of the steps: linear | cosine | constant.
+    schedule: str = "linear"
     warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # 0 disables gradient clipping
+    # Batches whose gradients are summed before each optimizer step (effective batch = batch_size x this x processes).
+    grad_accum_steps: int = 1
+    # null keeps each module's own dropout (a BERT backbone's 0.1 is active in training); a number sets every
+    # dropout in the model (backbones, methods, fusion) to it.
+    dropout: Optional[float] = None
+    # torch.use_deterministic_algorithms(True): bit-identical reruns on GPU too, at some speed cost (CPU runs
+    # are deterministic already).
+    deterministic: bool = False
+    # Checkpoints (docs/training.md): at every epoch end and every checkpoint_every optimizer steps (0: epoch
+    # ends only), the newest keep_checkpoints kept (0: none written). resume continues from the latest.
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    resume: bool = False
     # Stop when validation NDCG@10 has not improved for this many epochs; the best epoch's weights are kept.
     patience: int = 2
     # Windows drawn per user and epoch (each trains on every position of up to max_history + 1 items).
@@ -77,8 +101,26 @@ class TrainConfig:
 
 
 @dataclass
+class IdsBaselineConfig:
+    # The ID-embedding baseline (docs/baselines.md): embedding size and its own short training.
+    dim: int = 64
+    epochs: int = 10
+    lr: float = 0.005
+
+
+@dataclass
 class EvalConfig:
     ks: List[int] = field(default_factory=lambda: [5, 10, 20])
+    # Systems evaluated beside the model in the same run: untuned | popularity | itemknn | ids.
+    baselines: List[str] = field(default_factory=lambda: ["untuned", "popularity", "itemknn", "ids"])
+    # null: full ranking only. A number (the literature's 100): also rank each target among that many
+    # sampled items, reported apart and labelled, since it overstates quality (docs/metrics.md).
+    sampled_negatives: Optional[int] = None
+    # The cold-start slice: test targets with at most this many training interactions.
+    cold_start_max: int = 5
+    # Upper bounds of the history-length buckets of the report (2, 5, 10, 20: 1-2, 3-5, 6-10, 11-20, 21+).
+    history_buckets: List[int] = field(default_factory=lambda: [2, 5, 10, 20])
+    ids: IdsBaselineConfig = field(default_factory=IdsBaselineConfig)
 
 
 @dataclass
@@ -92,6 +134,9 @@ class Config:
     name: str = "run"
     domain: str = "ecommerce"
     seed: int = 0
+    # Continue training from an exported adapter package (a directory or hf://org/name[@revision]) instead of
+    # the untrained methods; the model section must be the package's (docs/package-format.md, "Lineage").
+    init_from: Optional[str] = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -151,9 +196,19 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
         # (merging would keep the old component's options, which the new one may not accept).
         # `...method={name: bottleneck, kind: houlsby}` likewise replaces it when the name changes, and sets
         # options of the same component when it does not.
-        replaced, rest = [], []
+        # `model.modalities.image=null` drops a modality (a catalog without images, such as MovieLens).
+        replaced, rest, dropped = [], [], []
         for item in overrides:
             key, _, value = item.partition("=")
+            parts = key.split(".")
+            if len(parts) == 3 and parts[:2] == ["model", "modalities"] and value.strip() in ("null", "~"):
+                if parts[2] not in cfg.model.modalities:
+                    raise ConfigError(
+                        f"Override '{item}': there is no modality '{parts[2]}' to drop."
+                        f"{did_you_mean(parts[2], list(cfg.model.modalities))} Modalities: {', '.join(cfg.model.modalities)}."
+                    )
+                dropped.append(parts[2])
+                continue
             node = OmegaConf.select(cfg, key, default=None)
             if isinstance(node, DictConfig) and "name" in node:
                 parsed = yaml.safe_load(value) if value.strip() else None
@@ -170,6 +225,8 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in rest]))
         except OmegaConfBaseException as exc:
             raise _explain(exc, "command-line override", schema) from None
+        for modality in dropped:
+            cfg.model.modalities.pop(modality, None)
     if name is not None and cfg.name == "run":
         cfg.name = name
     validate(cfg)
@@ -222,12 +279,18 @@ def validate(cfg: DictConfig) -> None:
         component(registry.backbones, mod.backbone, f"model.modalities.{mod_name}.backbone")
         component(registry.methods, mod.method, f"model.modalities.{mod_name}.method")
     component(registry.fusions, m.fusion, "model.fusion")
-    component(registry.user_encoders, m.user_encoder, "model.user_encoder")
+    _, _, encoder_options = component(registry.user_encoders, m.user_encoder, "model.user_encoder")
+    check_history = getattr(encoder_options, "check_history", None)  # e.g. sasrec's positions must fit the window
+    problem = check_history(m.max_history) if callable(check_history) else None
+    if problem:
+        raise ConfigError(f"'model.user_encoder': {problem}")
     component(registry.objectives, cfg.train.objective, "train.objective")
     try:
         registry.domains.resolve(cfg.domain)
     except ConfigError as exc:
         raise ConfigError(f"'domain': {exc}") from None
+    if cfg.init_from and not str(cfg.init_from).startswith("hf://") and not (Path(cfg.init_from).expanduser() / "crossrec.json").is_file():
+        raise ConfigError(f"'init_from': '{cfg.init_from}' is not an adapter package (a directory with crossrec.json) nor an hf:// address.")
     positive = {
         "model.head_rank": m.head_rank, "model.max_history": m.max_history, "train.epochs": cfg.train.epochs,
         "train.batch_size": cfg.train.batch_size, "train.samples_per_user": cfg.train.samples_per_user,
@@ -243,16 +306,45 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("'train.batch_size' must be at least 2: in-batch negatives need other rows.")
     if not 0 <= cfg.train.warmup_ratio < 1:
         raise ConfigError(f"'train.warmup_ratio' must be in [0, 1), got {cfg.train.warmup_ratio}.")
+    if cfg.train.schedule not in ("linear", "cosine", "constant"):
+        raise ConfigError(f"'train.schedule' must be linear, cosine or constant, got '{cfg.train.schedule}'.")
+    if cfg.train.grad_accum_steps < 1:
+        raise ConfigError(f"'train.grad_accum_steps' must be at least 1, got {cfg.train.grad_accum_steps}.")
+    if cfg.train.dropout is not None and not 0 <= cfg.train.dropout < 1:
+        raise ConfigError(f"'train.dropout' must be null or in [0, 1), got {cfg.train.dropout}.")
+    if cfg.train.checkpoint_every < 0 or cfg.train.keep_checkpoints < 0:
+        raise ConfigError("'train.checkpoint_every' and 'train.keep_checkpoints' must be 0 or positive.")
+    if cfg.train.resume and cfg.train.keep_checkpoints == 0:
+        raise ConfigError("'train.resume' needs checkpoints, but 'train.keep_checkpoints' is 0.")
     if cfg.train.mixed_precision not in ("no", "fp16", "bf16"):
         raise ConfigError(f"'train.mixed_precision' must be no, fp16 or bf16, got '{cfg.train.mixed_precision}'.")
     if cfg.data.min_interactions < 3:
         raise ConfigError("'data.min_interactions' must be at least 3: leave-one-out needs train, validation and test items.")
+    if cfg.data.split not in ("leave_one_out", "temporal"):
+        raise ConfigError(f"'data.split' must be leave_one_out or temporal, got '{cfg.data.split}'.{did_you_mean(cfg.data.split, ['leave_one_out', 'temporal'])}")
+    for key in ("split_quantile", "validation_quantile"):
+        if not 0 < cfg.data[key] < 1:
+            raise ConfigError(f"'data.{key}' must be between 0 and 1 (exclusive), got {cfg.data[key]}.")
     if cfg.data.on_bad_image not in ("error", "placeholder"):
         raise ConfigError(f"'data.on_bad_image' must be error or placeholder, got '{cfg.data.on_bad_image}'.")
     if not cfg.eval.ks or any(k <= 0 for k in cfg.eval.ks):
         raise ConfigError(f"'eval.ks' must list positive cut-offs, got {list(cfg.eval.ks)}.")
     if 10 not in cfg.eval.ks:
         raise ConfigError("'eval.ks' must include 10: early stopping and reports use NDCG@10.")
+    from .baselines import BASELINES
+
+    unknown = [b for b in cfg.eval.baselines if b not in BASELINES]
+    if unknown:
+        raise ConfigError(f"'eval.baselines': unknown baseline '{unknown[0]}'.{did_you_mean(unknown[0], BASELINES)} Known: {', '.join(BASELINES)}.")
+    if cfg.eval.sampled_negatives is not None and cfg.eval.sampled_negatives <= 0:
+        raise ConfigError(f"'eval.sampled_negatives' must be null or positive, got {cfg.eval.sampled_negatives}.")
+    if cfg.eval.cold_start_max < 0:
+        raise ConfigError(f"'eval.cold_start_max' must be at least 0, got {cfg.eval.cold_start_max}.")
+    edges = list(cfg.eval.history_buckets)
+    if any(e <= 0 for e in edges) or edges != sorted(set(edges)):
+        raise ConfigError(f"'eval.history_buckets' must be increasing positive lengths, got {edges}.")
+    if cfg.eval.ids.dim <= 0 or cfg.eval.ids.epochs <= 0 or cfg.eval.ids.lr <= 0:
+        raise ConfigError("'eval.ids.dim', 'eval.ids.epochs' and 'eval.ids.lr' must be positive.")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -4,24 +4,31 @@
       adapter_config.json            peft's files for the first peft-tuned modality (plain
       adapter_model.safetensors      peft.PeftModel.from_pretrained loads them onto the backbone)
       <modality>/adapter_*.{json,safetensors}   peft files of further peft-tuned modalities
-      crossrec_weights.safetensors   every other trained tensor: heads, fusion, temperature, non-peft methods
-      crossrec.json                  manifest: format version, model config, backbones, metrics, sha256 of files
+      crossrec_weights.safetensors   every other tensor trained on top of the backbones: heads, fusion,
+                                     temperature, non-peft methods (bottleneck adapters)
+      <modality>_tower.safetensors   a whole tower trained by the `full` method (e.g. the demo's image tower
+                                     trained from scratch): not an adapter, so kept apart and sized apart
+      crossrec.json                  manifest: format version, id, parent, config, backbones, data, metrics,
+                                     library versions, sha256 of every other file
       README.md                      model card (Hugging Face Hub metadata + metrics table)
 
 Only safetensors are ever read; packages holding pickle files are refused. Export writes to a temporary
-directory beside the target and renames it into place, so an interrupted export never leaves a half package.
-The format is documented in docs/package-format.md.
+directory beside the target and renames it into place; the manifest is written last, so an interrupted
+export never leaves a half package that loads. The format and its migration rule are documented in
+docs/package-format.md.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import platform
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -30,12 +37,16 @@ from safetensors.torch import load_file, save_file
 from .errors import PackageError
 from .fsutil import make_public
 from .model.build import build_model
+from .model.heads import build_head
 from .model.two_tower import TwoTowerModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "crossrec.json"
 WEIGHTS = "crossrec_weights.safetensors"
+TOWER_SUFFIX = "_tower.safetensors"
+PEFT_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+DOCS = "docs/package-format.md"
 
 
 def sha256(path: Path) -> str:
@@ -55,8 +66,15 @@ def _peft_modalities(model: TwoTowerModel) -> dict[str, str]:
     return out
 
 
+def _tower_modalities(model: TwoTowerModel) -> list[str]:
+    """Modalities whose whole backbone trains (method `full`): their weights are a tower, not an adapter."""
+    from .methods.basic import Full
+
+    return [name for name, enc in model.modalities.items() if isinstance(enc.method, Full)]
+
+
 def trainable_state(model: TwoTowerModel) -> dict[str, torch.Tensor]:
-    """What crossrec_weights.safetensors holds: trainable tensors that peft does not save, and the temperature."""
+    """Every exported tensor that peft does not save (crossrec weights and towers), and the temperature."""
     peft_prefixes = tuple(f"modalities.{m}.backbone." for m in _peft_modalities(model))
     state = {
         name: p.detach().cpu().contiguous()
@@ -67,16 +85,51 @@ def trainable_state(model: TwoTowerModel) -> dict[str, torch.Tensor]:
     return state
 
 
+def _split_state(model: TwoTowerModel, state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """File name -> tensors: towers of `full` modalities each in their own file, the rest in WEIGHTS."""
+    files: dict[str, dict[str, torch.Tensor]] = {WEIGHTS: {}}
+    towers = {f"modalities.{m}.backbone.": f"{m}{TOWER_SUFFIX}" for m in _tower_modalities(model)}
+    for name, tensor in state.items():
+        target = next((f for prefix, f in towers.items() if name.startswith(prefix)), WEIGHTS)
+        files.setdefault(target, {})[name] = tensor
+    return files
+
+
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for dist in ("crossrec-peft", "torch", "transformers", "peft", "accelerate", "safetensors"):
+    for dist in ("crossrec-peft", "torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub", "open_clip_torch"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def data_fingerprint(directory: str | Path) -> str | None:
+    """sha256 over the data tables (items, interactions, users) of a standard-layout directory: which data a
+    package was tuned on, independent of where that directory happened to be."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    tables = sorted(p for p in directory.iterdir() if p.is_file() and p.stem in ("items", "interactions", "users"))
+    if not tables:
+        return None
+    digest = hashlib.sha256()
+    for p in tables:
+        digest.update(p.name.encode())
+        digest.update(sha256(p).encode())
+    return digest.hexdigest()
+
+
+def package_id(manifest: Mapping[str, Any]) -> str:
+    """`<domain>/<name>@<12 hex>`: the hex is a hash of the package's weight and config files, so equal
+    weights give equal ids."""
+    # The card and the manifest are left out: they describe the weights, and the card names this id.
+    content = {k: v for k, v in manifest.get("files", {}).items() if k not in ("README.md", MANIFEST)}
+    files = json.dumps(content, sort_keys=True).encode()
+    return f"{manifest.get('domain', '?')}/{manifest.get('name', '?')}@{hashlib.sha256(files).hexdigest()[:12]}"
 
 
 def export_package(
@@ -87,7 +140,12 @@ def export_package(
     metrics: dict[str, Any] | None = None,
     data_summary: dict[str, Any] | None = None,
     item_ids: list[str] | None = None,
+    parent: dict[str, Any] | None = None,
 ) -> Path:
+    """Write `model` as a package at `directory` (replacing one that is there, atomically).
+
+    `parent` is what `init_from_package` returned when this model continued another package's training.
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
@@ -105,34 +163,56 @@ def export_package(
                 backbone.model.save_pretrained(str(tmp / rel), safe_serialization=True, save_embedding_layers=False)
             finally:
                 peft_config.base_model_name_or_path = local
-        save_file(trainable_state(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        weight_files = _split_state(model, trainable_state(model))
+        for file, tensors in weight_files.items():
+            save_file(tensors, str(tmp / file), metadata={"format": "pt"})
 
         modalities = {}
         for name, enc in model.modalities.items():
             modalities[name] = {
                 "fields": list(enc.fields),
                 "backbone": enc.backbone.identity(),
+                "pretrained": bool(getattr(enc.backbone, "pretrained_weights", True)),
                 "method": OmegaConf.to_container(cfg.model.modalities[name].method),
                 "peft_dir": peft_dirs.get(name),
             }
         from .methods.base import count_parameters
 
         trainable, total = count_parameters(model)
+        towers = {f[: -len(TOWER_SUFFIX)]: f for f in weight_files if f != WEIGHTS}
+        data = dict(data_summary or {})
+        if data.get("source") and "sha256" not in data:
+            data["sha256"] = data_fingerprint(data["source"])
         manifest = {
             "format_version": FORMAT_VERSION,
+            "id": None,  # set from the file hashes below
             "domain": cfg.domain,
             "name": cfg.name,
+            "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "parent": parent,
+            "config": OmegaConf.to_container(cfg, resolve=True),
             "model": OmegaConf.to_container(cfg.model, resolve=True),
             "modalities": modalities,
             "dims": {"content": model.dim, "head_rank": int(cfg.model.head_rank)},
+            # Objective heads (rating, category, ...): rebuilt from these specs on load, weights in WEIGHTS.
+            "heads": {name: head.spec() for name, head in model.heads.items()},
             "params": {"trainable": trainable, "total": total},
-            "data": data_summary or {},
+            "weights": {"adapter": WEIGHTS, "towers": towers},
+            "data": data,
             "metrics": metrics or {},
             "versions": _versions(),
         }
+        # Sizes before the card, which reports them; the card itself is then hashed with the rest.
+        adapter_files = [p for p in tmp.rglob("*.safetensors") if p.name not in towers.values()]
+        manifest["sizes"] = {
+            "adapter_bytes": sum(p.stat().st_size for p in adapter_files),
+            "tower_bytes": {m: (tmp / f).stat().st_size for m, f in towers.items()},
+        }
+        manifest["files"] = {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest["id"] = package_id(manifest)
         write_model_card(tmp, manifest)
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest["files"] = {str(p.relative_to(tmp)): sha256(p) for p in files}
+        manifest["files"]["README.md"] = sha256(tmp / "README.md")
+        # Written last: a directory without its manifest is not a package, whatever else it holds.
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         make_public(tmp)
         if directory.exists():
@@ -148,46 +228,138 @@ def export_package(
     return directory
 
 
-def write_model_card(directory: Path, manifest: dict) -> None:
-    from huggingface_hub import ModelCard, ModelCardData
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-    backbones = sorted({m["backbone"]["id"] for m in manifest["modalities"].values()})
-    methods = sorted({m["method"]["name"] for m in manifest["modalities"].values()})
-    data = ModelCardData(
+
+def _human(n: int) -> str:
+    from .report import human_bytes
+
+    return human_bytes(n)
+
+
+def write_model_card(directory: Path, manifest: dict) -> None:
+    """README.md through huggingface_hub.ModelCard: YAML metadata the Hub indexes, then a readable card."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    mods = manifest["modalities"]
+    backbones = sorted({m["backbone"]["id"] for m in mods.values()})
+    # base_model must be Hub ids: local directories and open_clip names stay out of the metadata.
+    hub_bases = [b for b in backbones if _HUB_ID.match(b) and not Path(b).exists()]
+    methods = sorted({m["method"]["name"] for m in mods.values()})
+    domain = manifest["domain"]
+    model_metrics = manifest.get("metrics", {}).get("model", {})
+    data = manifest.get("data", {})
+    dataset = Path(str(data.get("source") or f"{domain}-demo")).name
+    eval_results = [
+        EvalResult(
+            task_type="recommendation", task_name="next-item recommendation (leave-one-out, full ranking)",
+            dataset_type=dataset, dataset_name=dataset, dataset_split="test",
+            metric_type=key.split("@")[0], metric_name=key.replace("ndcg", "NDCG").replace("recall", "Recall").replace("mrr", "MRR"),
+            metric_value=float(model_metrics[key]),
+        )
+        for key in ("recall@10", "ndcg@10", "mrr@10") if key in model_metrics
+    ]
+    card_data = ModelCardData(
         library_name="peft",
-        base_model=backbones[0] if len(backbones) == 1 else backbones,
-        tags=["crossrec-peft", "recommendation", manifest["domain"], *methods],
+        base_model=(hub_bases[0] if len(hub_bases) == 1 else hub_bases) or None,
+        tags=["crossrec-peft", "recommendation", "two-tower", domain, *methods],
+        datasets=[dataset],
+        metrics=["recall", "ndcg", "mrr"],
         pipeline_tag="feature-extraction",
+        model_name=f"crossrec-peft {domain} adapter" if eval_results else None,
+        eval_results=eval_results or None,
     )
     rows = []
     for system, values in manifest.get("metrics", {}).items():
         if isinstance(values, dict):
             rows.append(f"| {system} | " + " | ".join(f"{values.get(k, float('nan')):.4f}" for k in ("recall@10", "ndcg@10", "mrr@10")) + " |")
     table = "| system | Recall@10 | NDCG@10 | MRR@10 |\n|---|---|---|---|\n" + "\n".join(rows) if rows else "No metrics recorded."
+    sizes = manifest.get("sizes", {})
+    size_lines = [f"- adapter (everything trained on top of the pretrained backbones): {_human(sizes.get('adapter_bytes', 0))}"]
+    for mod, n in sizes.get("tower_bytes", {}).items():
+        how = "trained from scratch (no pretrained weights to adapt)" if not mods[mod].get("pretrained", True) else "fully fine-tuned"
+        size_lines.append(f"- `{mod}` tower, {how}, stored apart in `{mod}{TOWER_SUFFIX}`: {_human(n)}")
+    parent = manifest.get("parent")
+    lineage = (
+        f"Continued from `{parent['id']}` (its crossrec.json sha256 `{parent['manifest_sha256']}`, loaded from `{parent.get('source')}`)."
+        if parent else "Trained from the pretrained backbones (no parent package)."
+    )
+    history = data.get("history_length", {})
+    count = lambda key: f"{data[key]:,}" if isinstance(data.get(key), int) else "?"  # noqa: E731
+    data_text = (
+        f"`{dataset}`: {count('items')} items, {count('users')} users, {count('interactions')} interactions "
+        f"(history length min {history.get('min', '?')}, median {history.get('median', '?')}, max {history.get('max', '?')}); "
+        f"tables sha256 `{data.get('sha256')}`."
+        if isinstance(data.get("items"), int) else "Not recorded."
+    )
+    peft_root = next((m["backbone"]["id"] for m in mods.values() if m.get("peft_dir") == "."), None)
+    per_modality = ", ".join(f"{name}: {m['method']['name']}" for name, m in mods.items())
     body = f"""
-# crossrec-peft adapter: {manifest['domain']}
+# crossrec-peft adapter: {domain}
 
-A {', '.join(methods)} adapter for two-tower recommendation in the **{manifest['domain']}** domain, trained
-with [crossrec-peft](https://pypi.org/project/crossrec-peft/) on a frozen {', '.join(backbones)} backbone.
+An adapter package ({per_modality}) for two-tower recommendation in the **{domain}** domain, trained with
+[crossrec-peft](https://pypi.org/project/crossrec-peft/) on frozen {', '.join(f'`{b}`' for b in backbones)}
+backbone(s). Package id `{manifest.get('id')}`, format version {manifest['format_version']}.
 Trainable parameters: {manifest['params']['trainable']:,} of {manifest['params']['total']:,}.
 
 ## Test metrics (full ranking, leave-one-out)
 {table}
 
+## Size
+{chr(10).join(size_lines)}
+
 ## Data
-{json.dumps(manifest.get('data', {}))}
+{data_text}
+
+## Lineage
+{lineage}
 
 ## How to load
 ```python
-from crossrec_peft.package import load_package
-model, manifest = load_package("path/to/this/folder")
+from crossrec_peft import Recommender
+rec = Recommender.from_pretrained("path/to/this/folder")  # or "hf://<org>/<name>[@revision]"
+rec.recommend(history=["<item id>", "<item id>"], k=10)
 ```
-The LoRA/IA3 part also loads with plain peft: `PeftModel.from_pretrained(AutoModel.from_pretrained("{backbones[0]}"), "path/to/this/folder")`.
+or the model itself: `from crossrec_peft.package import load_package; model, manifest = load_package("path/to/this/folder")`.
+Every file's sha256 is checked against `crossrec.json` on load, and only safetensors are read.
 """
-    ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").save(str(directory / "README.md"))
+    if peft_root:
+        body += f"""The peft part also loads with plain peft:
+`PeftModel.from_pretrained(AutoModel.from_pretrained("{peft_root}"), "path/to/this/folder")`.
+"""
+    ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}").save(str(directory / "README.md"))
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+
+
+def _migrate_1_to_2(manifest: dict, directory: Path) -> dict:
+    """Version 1 kept every non-peft tensor, towers included, in crossrec_weights.safetensors, and had no id,
+    parent, config or sizes. The files stay as they are; only the manifest is read differently."""
+    out = dict(manifest)
+    out["format_version"] = 2
+    out.setdefault("parent", None)
+    out.setdefault("created", None)
+    out.setdefault("config", None)
+    out["weights"] = {"adapter": WEIGHTS, "towers": {}}
+    for mod in out.get("modalities", {}).values():
+        # Version 1 recorded `pretrained: null` in the identity of open_clip towers without pretrained weights.
+        mod.setdefault("pretrained", mod.get("backbone", {}).get("pretrained", True) is not None)
+    files = out.get("files", {})
+    out["sizes"] = {
+        "adapter_bytes": sum((directory / f).stat().st_size for f in files if f.endswith(".safetensors") and (directory / f).is_file()),
+        "tower_bytes": {},
+    }
+    out["id"] = package_id(out)
+    return out
+
+
+# version -> function turning a manifest of that version into one of the next version.
+MIGRATIONS: dict[int, Callable[[dict, Path], dict]] = {1: _migrate_1_to_2}
 
 
 def read_manifest(directory: str | Path) -> dict:
+    """The package's manifest, migrated in memory to the current format version."""
     directory = Path(directory)
     if not directory.is_dir():
         raise PackageError(f"Adapter package '{directory}' does not exist or is not a directory.")
@@ -199,24 +371,118 @@ def read_manifest(directory: str | Path) -> dict:
     except json.JSONDecodeError as exc:
         raise PackageError(f"{path}: not valid JSON ({exc}).") from None
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, int) and version > FORMAT_VERSION:
         raise PackageError(
-            f"{path}: package format version {version!r} is not supported by this crossrec-peft "
-            f"(format {FORMAT_VERSION}); see docs/package-format.md for the migration."
+            f"{path}: package format version {version} is newer than this crossrec-peft reads (format "
+            f"{FORMAT_VERSION}); upgrade crossrec-peft to load it (see {DOCS})."
         )
+    while version != FORMAT_VERSION:
+        migrate = MIGRATIONS.get(version) if isinstance(version, int) else None
+        if migrate is None:
+            raise PackageError(
+                f"{path}: package format version {version!r} is not supported by this crossrec-peft (format "
+                f"{FORMAT_VERSION}) and no migration from it exists; re-export it with the crossrec-peft that wrote it "
+                f"or see {DOCS} (section 'Versions and migration')."
+            )
+        manifest = migrate(manifest, directory)
+        version = manifest["format_version"]
     return manifest
 
 
 def verify_files(directory: Path, manifest: dict) -> None:
+    """Refuse pickle files anywhere in the package and any file whose sha256 differs from the manifest."""
+    directory = Path(directory)
     pickles = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.suffix in PICKLE_SUFFIXES)
     if pickles:
-        raise PackageError(f"{directory}: refusing a package with pickle files ({', '.join(pickles)}); only safetensors are loaded.")
+        raise PackageError(
+            f"{directory}: refusing a package with pickle files ({', '.join(pickles)}); pickle can run code when "
+            "read, so crossrec-peft only loads safetensors. Remove those files or re-export the package."
+        )
     for rel, expected in manifest.get("files", {}).items():
         path = directory / rel
         if not path.is_file():
             raise PackageError(f"{directory}: file '{rel}' listed in {MANIFEST} is missing.")
         if sha256(path) != expected:
             raise PackageError(f"{path}: sha256 does not match {MANIFEST}; the file was modified or truncated.")
+
+
+def verify_package(directory: str | Path) -> dict:
+    """Read the manifest and check every file, without loading any weights. Returns the manifest."""
+    manifest = read_manifest(directory)
+    verify_files(Path(directory), manifest)
+    return manifest
+
+
+def _describe(identity: Mapping[str, Any]) -> str:
+    parts = [f"'{identity.get('id')}'"]
+    if identity.get("revision"):
+        parts.append(f"revision {identity['revision']}")
+    if identity.get("sha256"):
+        parts.append(f"sha256 {identity['sha256'][:12]}…")
+    if identity.get("hidden_size"):
+        parts.append(f"hidden size {identity['hidden_size']}")
+    return ", ".join(parts)
+
+
+def check_backbone(where: str, modality: str, recorded: Mapping[str, Any], actual: Mapping[str, Any]) -> None:
+    """Refuse a backbone that is not the one the package was trained on: id, revision and weights hash are
+    compared where both sides know them. The message names both backbones."""
+    for key in ("id", "revision", "sha256", "hidden_size"):
+        if recorded.get(key) is not None and actual.get(key) is not None and recorded[key] != actual[key]:
+            raise PackageError(
+                f"{where}: modality '{modality}' was trained on backbone {_describe(recorded)}, but the backbone "
+                f"here is {_describe(actual)} ({key} differs). An adapter only fits the backbone it was trained on."
+            )
+
+
+def load_weights(directory: Path, manifest: dict) -> dict[str, torch.Tensor]:
+    """crossrec_weights.safetensors and every tower file merged: the state `trainable_state` describes."""
+    directory = Path(directory)
+    weights = manifest.get("weights") or {"adapter": WEIGHTS, "towers": {}}
+    state: dict[str, torch.Tensor] = {}
+    for file in [weights["adapter"], *weights.get("towers", {}).values()]:
+        state.update(load_file(str(directory / file)))
+    return state
+
+
+def assign_weights(model: TwoTowerModel, state: dict[str, torch.Tensor], directory: Path, manifest: dict) -> None:
+    """Copy `state` into the model's trainable tensors, refusing missing, unexpected or misshapen ones."""
+    device = next(model.parameters()).device
+    for name, spec in manifest.get("heads", {}).items():  # objective heads, rebuilt from the manifest's specs
+        if name not in model.heads:
+            model.heads[name] = build_head(spec).to(device)
+    expected = trainable_state(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise PackageError(
+            f"{directory}: the weight files do not fit the model described by {MANIFEST} "
+            f"(missing: {', '.join(missing[:5]) or 'none'}; unexpected: {', '.join(unexpected[:5]) or 'none'})."
+        )
+    params = dict(model.named_parameters())
+    params.update(dict(model.named_buffers()))
+    for name, value in state.items():
+        if params[name].shape != value.shape:
+            mod = name.split(".")[1] if name.startswith("modalities.") else None
+            here = f" onto backbone {_describe(model.modalities[mod].backbone.identity())}" if mod else ""
+            trained = f" (trained on {_describe(manifest['modalities'][mod]['backbone'])})" if mod else ""
+            raise PackageError(
+                f"{directory}: tensor '{name}' has shape {tuple(value.shape)}{trained}, the model{here} expects "
+                f"{tuple(params[name].shape)}. Shapes must match; there is no way to force this."
+            )
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def _peft_shape_error(directory: Path, name: str, recorded: dict, backbone, exc: Exception) -> PackageError:
+    lines = str(exc).splitlines() or [""]
+    detail = next((line.strip() for line in lines if "size mismatch" in line), lines[0])
+    return PackageError(
+        f"{directory}: the peft weights of modality '{name}' (trained on backbone {_describe(recorded)}) do not fit "
+        f"the backbone {_describe(backbone.identity())}: {detail[:300]} Shapes must match; "
+        "there is no way to force this."
+    )
 
 
 def load_package(directory: str | Path, *, trainable: bool = False) -> tuple[TwoTowerModel, dict]:
@@ -227,35 +493,66 @@ def load_package(directory: str | Path, *, trainable: bool = False) -> tuple[Two
     model = build_model(manifest["model"], attach_methods=False)
     for name, enc in model.modalities.items():
         recorded = manifest["modalities"][name]["backbone"]
-        actual = enc.backbone.identity()
-        if recorded.get("sha256") and actual.get("sha256") and recorded["sha256"] != actual["sha256"]:
-            raise PackageError(
-                f"{directory}: modality '{name}' was trained on backbone '{recorded['id']}' (sha256 "
-                f"{recorded['sha256'][:12]}…) but the loaded backbone '{actual['id']}' has sha256 {actual['sha256'][:12]}…."
-            )
+        check_backbone(str(directory), name, recorded, enc.backbone.identity())
         peft_dir = manifest["modalities"][name].get("peft_dir")
-        if peft_dir is not None:
-            enc.method.load(enc.backbone, directory / peft_dir, trainable=trainable)
-        else:
-            enc.method.load(enc.backbone, directory, trainable=trainable)
-    state = load_file(str(directory / WEIGHTS))
-    expected = trainable_state(model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise PackageError(
-            f"{directory / WEIGHTS}: does not fit the model described by {MANIFEST} "
-            f"(missing: {', '.join(missing[:5]) or 'none'}; unexpected: {', '.join(unexpected[:5]) or 'none'})."
-        )
-    params = dict(model.named_parameters())
-    params.update(dict(model.named_buffers()))
-    with torch.no_grad():
-        for name, value in state.items():
-            target = params[name]
-            if target.shape != value.shape:
-                raise PackageError(f"{directory / WEIGHTS}: tensor '{name}' has shape {tuple(value.shape)}, the model expects {tuple(target.shape)}.")
-            target.copy_(value)
+        try:
+            enc.method.load(enc.backbone, directory / peft_dir if peft_dir is not None else directory, trainable=trainable)
+        except RuntimeError as exc:  # torch's "size mismatch" from peft's load_state_dict
+            raise _peft_shape_error(directory, name, recorded, enc.backbone, exc) from None
+    assign_weights(model, load_weights(directory, manifest), directory, manifest)
     if not trainable:
         model.requires_grad_(False)
     model.eval()
     return model, manifest
+
+
+# -- continued fine-tuning ---------------------------------------------------------------------------------
+
+
+def _differences(a: Any, b: Any, prefix: str = "model") -> list[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{prefix}.{key}")
+        return out
+    return [] if a == b else [f"{prefix} ({b!r} in the config, {a!r} in the parent)"]
+
+
+def init_from_package(model: TwoTowerModel, source: str, cfg: DictConfig) -> dict[str, Any]:
+    """Load a package's weights into `model` (freshly built from `cfg` with its methods attached) so that
+    training continues from it. The config's model must be the parent's and its backbones the very ones the
+    parent was trained on. Returns the parent record for the new package's manifest."""
+    from .hub import resolve
+
+    directory = resolve(source)
+    manifest = verify_package(directory)
+    diffs = _differences(manifest["model"], OmegaConf.to_container(cfg.model, resolve=True))
+    if diffs:
+        raise PackageError(
+            f"init_from={source}: continued tuning keeps the parent package's model, but the config differs at "
+            f"{'; '.join(diffs[:4])}{' ...' if len(diffs) > 4 else ''}. Set the model section to the parent's "
+            f"(its crossrec.json 'model') or train from scratch without init_from."
+        )
+    from peft import set_peft_model_state_dict
+
+    for name, enc in model.modalities.items():
+        recorded = manifest["modalities"][name]["backbone"]
+        check_backbone(f"init_from={source}", name, recorded, enc.backbone.identity())
+        peft_dir = manifest["modalities"][name].get("peft_dir")
+        if peft_dir is None:
+            continue
+        weights = load_file(str(directory / peft_dir / PEFT_WEIGHTS))
+        try:
+            result = set_peft_model_state_dict(enc.backbone.model, weights)
+        except RuntimeError as exc:
+            raise _peft_shape_error(directory, name, recorded, enc.backbone, exc) from None
+        if result.unexpected_keys:
+            raise PackageError(f"{directory / peft_dir / PEFT_WEIGHTS}: tensors the model does not have: {', '.join(result.unexpected_keys[:5])}.")
+    state = load_weights(directory, manifest)
+    # Objective heads: the parent's carry over (assign_weights rebuilds those this run's objective lacks);
+    # heads this run's objective adds that the parent lacks keep their untrained values.
+    new_heads = tuple(f"heads.{name}." for name in model.heads if name not in manifest.get("heads", {}))
+    if new_heads:
+        state.update({k: v for k, v in trainable_state(model).items() if k.startswith(new_heads)})
+    assign_weights(model, state, directory, manifest)
+    return {"id": manifest["id"], "manifest_sha256": sha256(directory / MANIFEST), "source": str(source)}

@@ -11,14 +11,18 @@ from omegaconf import DictConfig
 
 from . import registry
 from .config import component, to_yaml
-from .data import leave_one_out, load_data
+from .data import load_data, make_split
+from .data.domains import get_domain
 from .data.source import model_fields
-from .evaluation import encode_catalog, encode_zero_shot, evaluate_cases, model_scorer, popularity_scorer, zero_shot_scorer
+from .baselines import run_baselines, untuned_scorer
+from .evaluation import HeldOutEvaluation, encode_catalog, evaluate_cases, model_scorer
 from .methods.base import count_parameters
 from .model import build_model
-from .package import export_package
+from .objectives import objective_context
+from .package import export_package, init_from_package
 from .report import print_summary, write_report
-from .train import MetricsLog, train
+from .checkpoint import find_resumable
+from .train import MetricsLog, make_accelerator, train
 
 
 def quiet_libraries() -> None:
@@ -41,7 +45,6 @@ def catalog_features(model, data, cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary: bool = True) -> dict[str, Any]:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from rich.console import Console
 
@@ -49,22 +52,31 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
     started = time.perf_counter()
     quiet_libraries()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    log = MetricsLog(run_dir / "metrics.jsonl")
-
     set_seed(cfg.seed)
-    accelerator = Accelerator(cpu=cfg.train.cpu, mixed_precision=cfg.train.mixed_precision)
+    accelerator = make_accelerator(cfg)
+    main = accelerator.is_main_process  # under `accelerate launch` only the main process writes files
+    # Checked before anything is written: a refused resume leaves the run directory as it was.
+    resume = find_resumable(run_dir, cfg, accelerator.num_processes) if cfg.train.resume else None
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
     console.print(f"[bold]{cfg.name}[/]: loading data ({cfg.data.path or f'{cfg.domain} demo catalog'})")
     data = load_data(cfg)
-    split = leave_one_out(data.sequences)
+    split = make_split(data, cfg.data)
     num_items = len(data.item_ids)
     console.print(f"  {len(data.item_ids):,} items, {len(data.user_ids):,} users, {data.num_interactions:,} interactions")
 
     model = build_model(cfg.model)
     features = catalog_features(model, data, cfg)
     model.to(accelerator.device)
+    entry, _, options = component(registry.objectives, cfg.train.objective, "train.objective")
+    objective = entry.factory(options)
+    # Before anything is trained: checks that the data has what the objective learns from (ratings, labels,
+    # categories) and adds the objective's heads to the model, so they are trained, counted and exported.
+    if callable(getattr(objective, "prepare", None)):  # plugins may be plain callables
+        objective.prepare(model, objective_context(data, split, cfg.seed))
     trainable, total = count_parameters(model)
     console.print(f"  model: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
 
@@ -75,27 +87,55 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
         content = encode_catalog(m, features, num_items, bs, progress=progress, desc=desc)
         return evaluate_cases(model_scorer(m, content, max_history), cases, ks, seed=cfg.seed)
 
-    zero_shot = encode_zero_shot(model, features, num_items, bs, progress=progress)
-    untuned = evaluate_cases(zero_shot_scorer(zero_shot, max_history), split.test, ks, seed=cfg.seed)
-    popularity = evaluate_cases(popularity_scorer(split.train_item_counts(num_items)), split.test, ks, seed=cfg.seed)
-    log.write({"epoch": 0, "split": "test", "system": "untuned", **untuned})
+    domain_metrics = None
+    domain = get_domain(cfg.domain)
+    if domain.extra_metrics is not None:  # e.g. finance's suitability check (suitability.py)
+        domain_metrics, why_not = domain.extra_metrics(data, split, ks, seed=cfg.seed)
+        if domain_metrics is None:
+            console.print(f"  [yellow]{domain.name} metrics left out[/]: {why_not}")
+    # Every system is evaluated on the same test cases, tie-breaking and sampled negatives (evaluation.py).
+    held_out = HeldOutEvaluation(
+        split.test, split.train_item_counts(num_items), ks, seed=cfg.seed, sampled_negatives=cfg.eval.sampled_negatives,
+        cold_start_max=cfg.eval.cold_start_max, history_edges=list(cfg.eval.history_buckets),
+        domain_metrics=domain_metrics,
+    )
+    if "untuned" in cfg.eval.baselines:  # before training: the untrained model's zero-shot embeddings
+        untuned = held_out.run("untuned", untuned_scorer(model, features, num_items, bs, max_history, progress=progress))
+        log.write({"epoch": 0, "split": "test", "system": "untuned", **untuned})
+    parent = None
+    if cfg.init_from:  # continued tuning: after the untuned baseline, which stays the backbones' own embeddings
+        parent = init_from_package(model, cfg.init_from, cfg)
+        content = encode_catalog(model, features, num_items, bs, progress=progress, desc="parent: encode items")
+        log.write({"epoch": 0, "split": "test", "system": "parent", **held_out.run("parent", model_scorer(model, content, max_history))})
 
-    entry, _, options = component(registry.objectives, cfg.train.objective, "train.objective")
     result = train(
-        model, split.train, features, entry.factory(options), cfg,
+        model, split.train, features, objective, cfg,
         accelerator=accelerator,
         validate=lambda m: evaluate_model(m, split.validation, "validation: encode items"),
         log=log,
         progress=progress,
+        checkpoint_dir=run_dir / "checkpoints",
+        resume=resume,
+        backbones={name: enc.backbone.identity() for name, enc in model.modalities.items()},
     )
-    tuned = evaluate_model(model, split.test, "test: encode items")
-    metrics = {"model": tuned, "untuned": untuned, "popularity": popularity}
+    content = encode_catalog(model, features, num_items, bs, progress=progress, desc="test: encode items")
+    tuned = held_out.run("model", model_scorer(model, content, max_history))
     log.write({"epoch": result.best_epoch, "split": "test", "system": "model", **tuned})
+    baseline_details = run_baselines(cfg, split, list(data.item_ids), held_out, log=log, progress=progress, console=console)
+    evaluated = held_out.report()
+    metrics = evaluated["metrics"]
+    # Objectives that predict something besides a ranking (rating: RMSE/MAE) measure it on the test cases.
+    held_out_metrics = getattr(objective, "held_out_metrics", None)
+    objective_metrics = held_out_metrics(model, content, data, split, max_history) if callable(held_out_metrics) else {}
+    if objective_metrics:
+        log.write({"epoch": result.best_epoch, "split": "test", "system": "model", "objective": objective_metrics})
 
+    if not main:  # the other processes helped train (and computed the same metrics); the main one writes
+        return {}
     adapter_dir = None
     adapter_bytes = 0
     if cfg.export.enabled:
-        adapter_dir = export_package(model, cfg, run_dir / "adapter", metrics=metrics, data_summary=data.summary())
+        adapter_dir = export_package(model, cfg, run_dir / "adapter", metrics=metrics, data_summary=data.summary(), parent=parent)
         adapter_bytes = sum(p.stat().st_size for p in adapter_dir.rglob("*.safetensors"))
     backbone_bytes = sum(enc.backbone.identity()["bytes"] for enc in model.modalities.values())
     report = {
@@ -103,8 +143,16 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
         "domain": cfg.domain,
         "run_dir": str(run_dir),
         "adapter_dir": str(adapter_dir) if adapter_dir else None,
-        "split": "leave-one-out",
+        "split": split.kind,
+        "split_detail": split.describe(),
         "metrics": metrics,
+        "objective_metrics": objective_metrics,
+        "baselines": list(cfg.eval.baselines),
+        "baseline_details": baseline_details,
+        "sampled": evaluated["sampled"],
+        "cold_start": evaluated["cold_start"],
+        "by_history": evaluated["by_history"],
+        "domain_metrics": evaluated["domain_metrics"],
         "validation": {"model": result.best_validation},
         "params": {"trainable": trainable, "total": total, "share": trainable / total},
         "adapter_bytes": adapter_bytes,

@@ -75,3 +75,14 @@ def test_recipe_cp_then_train_validates(tmp_path, capsys):
     assert copied.is_file()
     assert main(["train", str(copied), "train.epochs=zero"]) == 2
     assert "train.epochs" in capsys.readouterr().err
+
+
+def test_closed_pipe_is_not_a_traceback(tmp_path):
+    """`crossrec-peft ... | head -1`: the reader has gone before the output comes (closed before the child
+    even starts writing, so its first write fails); no traceback, no 'internal error'."""
+    proc = subprocess.Popen([sys.executable, "-m", "crossrec_peft", "ls"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    err = proc.stderr.read() if proc.stderr else b""
+    proc.wait(timeout=300)
+    assert b"Traceback" not in err and b"internal error" not in err and b"BrokenPipe" not in err

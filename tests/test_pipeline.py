@@ -15,7 +15,7 @@ from crossrec_peft.package import load_package
 from crossrec_peft.pipeline import catalog_features, run
 from tests.conftest import tiny_overrides
 
-METRIC_KEYS = {f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in (5, 10, 20)}
+METRIC_KEYS = {f"{m}@{k}" for m in ("recall", "ndcg", "mrr", "map", "coverage") for k in (5, 10, 20)}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_run_directory(tiny_run):
     for name in ("config.yaml", "metrics.jsonl", "report.json", "report.md", "adapter/crossrec.json"):
         assert (run_dir / name).is_file(), name
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records if r.get("split") == "validation"] == [1, 2]
+    assert [r["epoch"] for r in records if r.get("split") == "validation" and r.get("system", "model") == "model"] == [1, 2]
     assert load_config(run_dir / "config.yaml").train.epochs == 2  # the resolved config reloads
 
 
@@ -39,7 +39,11 @@ def test_report_schema(tiny_run):
     _, run_dir, report = tiny_run
     on_disk = json.loads((run_dir / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
-    assert set(on_disk["metrics"]) == {"model", "untuned", "popularity"}
+    assert set(on_disk["metrics"]) == {"model", "untuned", "popularity", "itemknn", "ids"}
+    assert on_disk["cold_start"]["max_train_interactions"] == 5 and on_disk["sampled"] is None
+    assert sum(on_disk["by_history"]["cases"]) == on_disk["data"]["users"]
+    assert set(on_disk["plots"]) == {"training", "systems", "history_length"}
+    assert all((run_dir / p).is_file() for p in on_disk["plots"].values())
     for system, values in on_disk["metrics"].items():
         assert set(values) == METRIC_KEYS, system
         assert all(0.0 <= v <= 1.0 for v in values.values())

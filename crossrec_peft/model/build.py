@@ -9,17 +9,19 @@ from ..config import component
 from .two_tower import ModalityEncoder, TwoTowerModel
 
 
-def build_model(model_cfg: Mapping[str, Any], *, attach_methods: bool = True) -> TwoTowerModel:
+def build_model(model_cfg: Mapping[str, Any], *, attach_methods: bool = True, backbones: Mapping[str, Any] | None = None) -> TwoTowerModel:
     """Backbones are loaded frozen; with `attach_methods` each modality's method is attached for training.
 
     The package loader passes attach_methods=False and lets each method rebuild itself from exported files.
+    `backbones` (modality -> an already loaded backbone) lets several models share one frozen backbone
+    (the Recommender's domains); those modalities load nothing.
     """
     encoders = {}
     for name, mod in model_cfg["modalities"].items():
         where = f"model.modalities.{name}"
         b_entry, b_arg, b_opts = component(registry.backbones, mod["backbone"], f"{where}.backbone")
         m_entry, _, m_opts = component(registry.methods, mod["method"], f"{where}.method")
-        backbone = b_entry.factory(b_opts, b_arg)
+        backbone = backbones[name] if backbones and name in backbones else b_entry.factory(b_opts, b_arg)
         method = m_entry.factory(m_opts)
         if attach_methods:
             method.attach(backbone)

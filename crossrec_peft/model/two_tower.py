@@ -87,6 +87,9 @@ class TwoTowerModel(nn.Module):
         self.dim = dim
         self.item_head = ResidualLowRank(dim, head_rank)
         self.user_head = ResidualLowRank(int(user_encoder.out_dim), head_rank)
+        # Objective heads (rating, category, click calibration, task weights), keyed by task: trained with the
+        # towers and saved in the adapter package (its manifest records each head's spec).
+        self.heads = nn.ModuleDict()
         log_t = torch.tensor(math.log(temperature))
         if learn_temperature:
             self.log_temperature = nn.Parameter(log_t)
@@ -133,16 +136,23 @@ class TwoTowerModel(nn.Module):
         of every window, the user from items before t and the item at t.
 
         Returns user vectors and target item vectors [N, D] for the N pairs, the logit scale, each pair's
-        target item id (`target_item`) and window (`row`), which objectives use to mask false negatives."""
+        target item id (`target_item`) and window (`row`), which objectives use to mask false negatives.
+        With sampled negatives in the batch, also their vectors (`negative_vectors` [P, D]), item ids
+        (`negative_items` [P]) and each pair's negatives as indices into them (`negatives` [N, K])."""
         content = self.encode_content(batch["items"])
         sequence, mask = content[batch["sequence"]], batch["sequence_mask"]
         prefixes = self.user_prefixes(sequence, mask)
         valid = mask[:, 1:]
         rows = torch.arange(len(mask), device=mask.device).unsqueeze(1).expand_as(valid)
-        return {
+        outputs = {
             "users": F.normalize(self.user_head(prefixes[:, :-1][valid]), dim=-1),
             "items": self.item_vectors(sequence[:, 1:][valid]),
             "logit_scale": self.logit_scale,
             "target_item": batch["sequence_items"][:, 1:][valid],
             "row": rows[valid],
         }
+        if "negative_pool" in batch:
+            outputs["negative_vectors"] = self.item_vectors(content[batch["negative_pool"]])
+            outputs["negative_items"] = batch["negative_pool_items"]
+            outputs["negatives"] = batch["negatives"]
+        return outputs

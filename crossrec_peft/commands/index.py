@@ -1,0 +1,42 @@
+"""`crossrec-peft index ADAPTER --data DIR [--out FILE] [--faiss]`: encode a domain's catalog with its adapter
+into an index file (safetensors), reused by `recommend` until the adapter or the catalog changes."""
+
+from __future__ import annotations
+
+NAME = "index"
+HELP = "build the catalog index of an adapter's domain"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("adapter", help="an adapter package directory or hf://org/name[@revision]")
+    parser.add_argument("--data", help="the catalog directory (default: the data the package was trained on)")
+    parser.add_argument("--out", help="index file to write (default: in the cache, named by the adapter and catalog hashes)")
+    parser.add_argument("--rebuild", action="store_true", help="encode the catalog again even if the index is current")
+    parser.add_argument("--faiss", action="store_true", help="also report FAISS recall and latency against exact search")
+    parser.add_argument("-k", type=int, default=10, help="k for the FAISS recall (default 10)")
+    parser.add_argument("--queries", type=int, default=200, help="sampled users for the FAISS recall (default 200)")
+    parser.add_argument("--batch-size", type=int, default=256, help="items per encoding pass")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+
+
+def run(args) -> None:
+    import time
+
+    from ..pipeline import quiet_libraries
+    from ..recommender import Recommender
+
+    quiet_libraries()
+    rec = Recommender(device=args.device, batch_size=args.batch_size)
+    domain = rec.load_adapter(args.adapter, data=args.data)
+    started = time.perf_counter()
+    path = rec.build_index(out=args.out, rebuild=args.rebuild, progress=True)
+    seconds = time.perf_counter() - started
+    index = rec.index_info()
+    print(f"{domain}: {index['items']:,} items x {index['dim']} in {path} ({seconds:.1f} s)")
+    if args.faiss:
+        report = rec.evaluate_faiss(k=args.k, queries=args.queries)
+        print(
+            f"FAISS IVF-Flat ({report['nlist']} lists, nprobe {report['nprobe']}): recall@{args.k} against exact "
+            f"{report['recall']:.3f} over {report['queries']} sampled users; latency p50 exact "
+            f"{report['exact_ms_p50']:.2f} ms, FAISS {report['faiss_ms_p50']:.2f} ms"
+        )

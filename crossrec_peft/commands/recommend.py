@@ -1,0 +1,51 @@
+"""`crossrec-peft recommend ADAPTER [ADAPTER ...] --domain NAME --history ID [ID ...] [-k 10] [--json]`:
+the top-k items of a domain's catalog for one user history, with adapters loaded onto shared backbones."""
+
+from __future__ import annotations
+
+NAME = "recommend"
+HELP = "recommend items of a domain's catalog for a history of item ids"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("adapters", nargs="+", metavar="ADAPTER", help="adapter package directories or hf://org/name[@revision]")
+    parser.add_argument("--domain", help="the domain to recommend in (default: the only one loaded)")
+    parser.add_argument("--history", nargs="+", required=True, metavar="ID", help="the user's item ids, oldest first")
+    parser.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    parser.add_argument("--data", help="the domain's catalog directory (default: the data its package was trained on)")
+    parser.add_argument("--index", help="an index file built by `crossrec-peft index` (default: the cached one, built if missing)")
+    parser.add_argument("--search", choices=("exact", "faiss"), default="exact", help="exact top-k (default) or FAISS (optional extra)")
+    parser.add_argument("--keep-history", action="store_true", help="allow items of the history in the results")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+
+
+def run(args) -> None:
+    import json
+
+    from ..errors import ConfigError
+    from ..pipeline import quiet_libraries
+    from ..recommender import Recommender
+
+    quiet_libraries()
+    rec = Recommender(device=args.device)
+    for path in args.adapters:
+        rec.load_adapter(path)
+    domain = args.domain
+    if domain is None:
+        if len(rec.domains) > 1:
+            raise ConfigError(f"Several domains are loaded ({', '.join(rec.domains)}): choose one with --domain.")
+        domain = rec.domains[0]
+    rec.set_domain(domain)
+    if args.data:
+        rec.set_catalog(args.data)
+    if args.index:
+        rec.use_index(args.index)
+    items = rec.recommend(args.history, k=args.k, exclude_history=not args.keep_history, search=args.search)
+    if args.json:
+        print(json.dumps({"domain": domain, "history": args.history, "k": args.k,
+                          "items": [{"item_id": i, "score": round(s, 6)} for i, s in items]}, indent=2))
+        return
+    print(f"{domain}: top {len(items)} for a history of {len(args.history)} item(s)")
+    for rank, (item, score) in enumerate(items, 1):
+        print(f"{rank:>4}  {item:<24} {score:.4f}")

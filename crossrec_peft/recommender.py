@@ -1,0 +1,591 @@
+"""`Recommender`: adapter packages of several domains on shared frozen backbones, for use from Python.
+
+    rec = Recommender.from_pretrained("adapters/ecommerce")   # a package directory or "hf://org/name[@rev]"
+    rec.load_adapter("adapters/finance")                      # its domain name comes from its manifest
+    rec.set_domain("finance")
+    rec.recommend(history=["f-12", "f-40"], k=10)             # [(item_id, score), ...]
+
+Each backbone (same backbone config) is loaded once; a further domain costs only its adapter, heads and
+fusion. Domains with different methods (LoRA of any rank, IA3, bottleneck adapters, frozen) share it
+through `model.routing.SharedBackbone`, which also encodes batches whose rows belong to different domains
+in one pass. A whole tower trained by `full` (the demo's image tower) belongs to its domain alone.
+Documented in docs/recommender.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError, DataError, PackageError, did_you_mean
+from .index import (
+    Catalog, FaissSearch, Index, adapter_fingerprint, catalog_fingerprint, check_index, default_path, exact_top_k,
+    load_catalog, read_index, save_index,
+)
+from .model.routing import SharedBackbone
+from .model.two_tower import TwoTowerModel
+
+# An item: its id in the domain's catalog, or its fields ({"title": ..., "category": ...}) for an item that
+# is not in the catalog (a new product).
+Item = Union[str, Mapping[str, Any]]
+
+
+@dataclass
+class _Domain:
+    name: str
+    directory: Path
+    manifest: dict
+    model: TwoTowerModel
+    shared: dict[str, SharedBackbone]  # modality -> shared backbone (modalities absent here have their own tower)
+    adapter_sha: str
+    data_dir: Path | None = None
+    catalog: Catalog | None = None
+    index: Index | None = None
+    index_path: Path | None = None
+    vectors: torch.Tensor | None = None  # item vectors (after the item head, normalised) of the index
+    faiss: FaissSearch | None = field(default=None, repr=False)
+
+    @property
+    def max_history(self) -> int:
+        return int(self.manifest["model"].get("max_history", 50))
+
+    def file_fields(self) -> list[str]:
+        """Fields that hold file paths (images): their files are part of the catalog's fingerprint."""
+        out: list[str] = []
+        for enc in self.model.modalities.values():
+            if getattr(enc.backbone, "modality", "text") == "image":
+                out.extend(f for f in enc.fields if f not in out)
+        return out
+
+
+def _resolve(path: str | Path) -> Path:
+    from .hub import resolve
+
+    return Path(resolve(path))
+
+
+class Recommender:
+    """Per-domain adapter packages on shared frozen backbones: swap domains, score mixed-domain batches,
+    recommend from a domain's catalog."""
+
+    def __init__(self, *, device: str | torch.device | None = None, batch_size: int = 256):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.batch_size = int(batch_size)
+        self._backbones: dict[str, SharedBackbone] = {}  # backbone config (JSON) -> shared backbone
+        self._domains: dict[str, _Domain] = {}
+        self._active: str | None = None
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, data: str | Path | None = None, device: str | torch.device | None = None) -> "Recommender":
+        """A recommender with one domain: the package at `path` (a directory or "hf://org/name[@revision]").
+        `data` is the domain's catalog directory (default: the data the package was trained on, if present)."""
+        rec = cls(device=device)
+        rec.load_adapter(path, data=data)
+        return rec
+
+    def load_adapter(self, path: str | Path, *, data: str | Path | None = None, name: str | None = None) -> str:
+        """Add a domain from its package; returns its name (the manifest's domain unless `name` is given).
+        Its backbones are reused when already loaded: only the adapter, fusion and heads are read. The first
+        domain loaded becomes the active one."""
+        from . import registry
+        from .config import component
+        from .model.build import build_model
+        from .package import assign_weights, check_backbone, load_weights, verify_package
+
+        directory = _resolve(path)
+        manifest = verify_package(directory)
+        name = str(name or manifest.get("domain") or directory.name)
+        if name in self._domains:
+            raise PackageError(
+                f"Domain '{name}' is already loaded (from {self._domains[name].directory}); load {directory} with "
+                "name=... to keep both."
+            )
+        model_cfg = manifest["model"]
+        shared: dict[str, SharedBackbone] = {}
+        for modality, mod in model_cfg["modalities"].items():
+            if mod["method"]["name"] == "full":
+                continue  # a tower trained whole has no shared base: it is built and loaded with the domain
+            entry, argument, options = component(registry.backbones, mod["backbone"], f"{directory}: model.modalities.{modality}.backbone")
+            # Keyed by the resolved options (defaults filled in), so equal backbones written differently match.
+            resolved = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else options
+            key = json.dumps({"backbone": entry.name, "argument": argument, "options": resolved}, sort_keys=True, default=str)
+            backbone = self._backbones.get(key)
+            if backbone is None:
+                backbone = SharedBackbone(entry.factory(options, argument)).to(self.device)
+                self._backbones[key] = backbone
+            check_backbone(str(directory), modality, manifest["modalities"][modality]["backbone"], backbone.identity)
+            shared[modality] = backbone
+
+        model = build_model(model_cfg, attach_methods=False, backbones={m: s.backbone for m, s in shared.items()})
+        for modality, enc in model.modalities.items():
+            if modality not in shared:
+                enc.method.attach(enc.backbone)  # `full`: its tensors are exported, so they count as trained
+        state = load_weights(directory, manifest)
+        routed: dict[str, dict[str, torch.Tensor]] = {m: {} for m in shared}
+        rest: dict[str, torch.Tensor] = {}
+        for key, value in state.items():
+            modality = next((m for m in shared if key.startswith(f"modalities.{m}.backbone.")), None)
+            if modality is None:
+                rest[key] = value
+            else:
+                routed[modality][key[len(f"modalities.{modality}.backbone."):]] = value
+        assign_weights(model, rest, directory, manifest)
+        model.requires_grad_(False)
+        model.eval().to(self.device)
+
+        attached: list[SharedBackbone] = []
+        try:
+            for modality, backbone in shared.items():
+                peft_dir = manifest["modalities"][modality].get("peft_dir")
+                where = directory / peft_dir if peft_dir is not None else directory
+                backbone.add(name, model_cfg["modalities"][modality]["method"], where, routed[modality])
+                attached.append(backbone)
+        except Exception:
+            for backbone in attached:
+                backbone.remove(name)
+            raise
+        for backbone in shared.values():
+            backbone.to(self.device)
+        self._domains[name] = _Domain(
+            name, directory, manifest, model, shared, adapter_fingerprint(directory),
+            data_dir=Path(data).expanduser() if data is not None else None,
+        )
+        if self._active is None:
+            self._active = name
+        return name
+
+    # -- domains ---------------------------------------------------------------------------------------------
+    @property
+    def domains(self) -> list[str]:
+        """Loaded domains, in load order."""
+        return list(self._domains)
+
+    @property
+    def domain(self) -> str | None:
+        """The active domain (what calls without `domain=`/`domains=` use)."""
+        return self._active
+
+    def set_domain(self, name: str) -> None:
+        """Make `name` the active domain. Nothing is loaded or moved: every domain's adapter stays attached."""
+        if name not in self._domains:
+            raise ConfigError(f"Unknown domain '{name}'.{did_you_mean(name, self._domains)} Loaded: {', '.join(self._domains) or 'none'}.")
+        self._active = name
+
+    def manifest(self, domain: str | None = None) -> dict:
+        """The package manifest (crossrec.json) of a domain."""
+        return self._get(domain).manifest
+
+    def push_to_hub(self, repo_id: str, *, domain: str | None = None, private: bool = False,
+                    revision: str | None = None, commit_message: str | None = None) -> str:
+        """Upload a domain's package (the active one by default) to the Hub model repo `repo_id`, exactly as
+        `crossrec-peft push` does (verified first; token from huggingface_hub's usual lookup). Returns the
+        commit URL. See docs/hub.md."""
+        from .hub import push
+
+        return push(self._get(domain).directory, repo_id, private=private, revision=revision, commit_message=commit_message)
+
+    def _get(self, domain: str | None) -> _Domain:
+        name = domain if domain is not None else self._active
+        if name is None:
+            raise ConfigError("No domain loaded: call load_adapter(path) first.")
+        if name not in self._domains:
+            raise ConfigError(f"Unknown domain '{name}'.{did_you_mean(name, self._domains)} Loaded: {', '.join(self._domains) or 'none'}.")
+        return self._domains[name]
+
+    def _row_domains(self, domains: Sequence[str] | None, count: int) -> list[_Domain]:
+        if domains is None:
+            return [self._get(None)] * count
+        if isinstance(domains, str):
+            return [self._get(domains)] * count
+        if len(domains) != count:
+            raise ConfigError(f"domains has {len(domains)} entries for {count} rows: give one domain per row.")
+        return [self._get(d) for d in domains]
+
+    # -- catalogs --------------------------------------------------------------------------------------------
+    def set_catalog(self, data: str | Path, domain: str | None = None) -> None:
+        """Use the items table in `data` (a standard-layout directory) as the domain's catalog."""
+        d = self._get(domain)
+        d.data_dir, d.catalog, d.index, d.vectors, d.faiss = Path(data).expanduser(), None, None, None, None
+
+    def _catalog(self, d: _Domain) -> Catalog:
+        if d.catalog is None:
+            directory = d.data_dir
+            if directory is None:
+                source = (d.manifest.get("data") or {}).get("source")
+                if source and Path(source).is_dir():
+                    directory = Path(source)
+                elif source:
+                    directory = _demo_catalog(str(source))
+            if directory is None:
+                recorded = (d.manifest.get("data") or {}).get("source")
+                hint = f" (it was trained on {recorded}, which is not here)" if recorded else ""
+                raise DataError(
+                    f"Domain '{d.name}' has no item catalog{hint}: pass the catalog directory (data=DIR in Python, "
+                    "--data DIR on the command line), or use an index built by crossrec-peft index."
+                )
+            d.catalog = load_catalog(directory)
+        return d.catalog
+
+    def use_index(self, path: str | Path, domain: str | None = None) -> None:
+        """Recommend from an index file built by `build_index` / `crossrec-peft index` (checked to be built
+        with this domain's adapter; the catalog it was built from is not needed)."""
+        d = self._get(domain)
+        path = Path(path)
+        index = read_index(path)
+        check_index(index, path, domain=d.name, adapter_sha=d.adapter_sha)
+        self._set_index(d, index, path)
+
+    def _set_index(self, d: _Domain, index: Index, path: Path | None) -> None:
+        d.index, d.index_path, d.faiss = index, path, None
+        with torch.no_grad():
+            content = index.content.to(self.device)
+            d.vectors = torch.cat([d.model.item_vectors(content[s : s + 65536]).float() for s in range(0, len(content), 65536)])
+
+    def build_index(self, domain: str | None = None, *, out: str | Path | None = None, cache_dir: str | Path | None = None,
+                    rebuild: bool = False, progress: bool = False) -> Path:
+        """Encode the domain's whole catalog with its adapter and save the index (default: in the cache,
+        named by the adapter's and the catalog's hashes, so it is reused until either changes). Returns its path."""
+        d = self._get(domain)
+        catalog = self._catalog(d)
+        catalog_sha = catalog_fingerprint(catalog, d.file_fields())
+        path = Path(out) if out else default_path(d.name, d.adapter_sha, catalog_sha, cache_dir)
+        if path.is_file() and not rebuild:
+            index = read_index(path)
+            try:
+                check_index(index, path, domain=d.name, adapter_sha=d.adapter_sha, catalog_sha=catalog_sha)
+                self._set_index(d, index, path)
+                return path
+            except (PackageError, DataError):
+                pass  # an index of another adapter or catalog at an explicit path: rebuilt below
+        rows = list(range(len(catalog.item_ids)))
+        chunks = []
+        from tqdm.auto import tqdm
+
+        for start in tqdm(range(0, len(rows), self.batch_size), desc=f"{d.name}: encode catalog", disable=not progress, leave=False):
+            chunks.append(self._content([(d, r) for r in rows[start : start + self.batch_size]]))
+        content = torch.cat(chunks) if chunks else torch.zeros(0, d.model.dim)
+        index = Index(catalog.item_ids, content.float().cpu(), {
+            "domain": d.name, "adapter_sha256": d.adapter_sha, "catalog_sha256": catalog_sha,
+            "catalog": str(catalog.directory),
+        })
+        save_index(path, index)
+        self._set_index(d, index, path)
+        return path
+
+    def index_info(self, domain: str | None = None) -> dict[str, Any]:
+        """Size, path and hashes of the domain's index (built on demand)."""
+        d = self._get(domain)
+        self._ensure_index(d)
+        assert d.index is not None
+        return {"items": len(d.index.item_ids), "dim": int(d.index.content.shape[1]), "path": str(d.index_path), **d.index.meta}
+
+    @torch.no_grad()
+    def evaluate_faiss(self, *, k: int = 10, queries: int = 200, domain: str | None = None, seed: int = 0) -> dict[str, Any]:
+        """FAISS against exact search on the domain's index: recall@k and per-query latency (p50) over users
+        made of `max_history` random catalog items each."""
+        import time
+
+        import numpy as np
+
+        from .index import recall_against_exact
+
+        d = self._get(domain)
+        self._ensure_index(d)
+        assert d.index is not None and d.vectors is not None
+        if d.faiss is None:
+            d.faiss = FaissSearch(d.vectors)
+        generator = torch.Generator().manual_seed(seed)
+        n = len(d.index.item_ids)
+        rows = torch.randint(0, n, (queries, min(d.max_history, n)), generator=generator)
+        content = d.index.content[rows].to(self.device)
+        users = d.model.user_vectors(content, torch.ones(rows.shape, dtype=torch.bool, device=self.device)).float()
+        timings: dict[str, list[float]] = {"exact": [], "faiss": []}
+        for user in users:
+            for name, fn in (("exact", lambda u: exact_top_k(d.vectors, u, k)), ("faiss", lambda u: d.faiss.search(u, k))):
+                started = time.perf_counter()
+                fn(user)
+                timings[name].append(1000 * (time.perf_counter() - started))
+        return {
+            "recall": recall_against_exact(d.vectors, d.faiss, users, k), "queries": queries, "k": k,
+            "nlist": d.faiss.nlist, "nprobe": d.faiss.nprobe,
+            "exact_ms_p50": float(np.median(timings["exact"])), "faiss_ms_p50": float(np.median(timings["faiss"])),
+        }
+
+    def _ensure_index(self, d: _Domain) -> None:
+        if d.index is None:
+            self.build_index(d.name, progress=sys.stderr.isatty())
+
+    # -- encoding --------------------------------------------------------------------------------------------
+    def _rows_of(self, d: _Domain, items: Sequence[Item], what: str) -> list[int | Mapping[str, Any]]:
+        ids = [i for i in items if not isinstance(i, Mapping)]
+        if not ids:
+            return list(items)
+        rows = iter(self._catalog(d).lookup(ids, f"{what} for domain '{d.name}'"))
+        return [i if isinstance(i, Mapping) else next(rows) for i in items]
+
+    @torch.no_grad()
+    def _content(self, pairs: Sequence[tuple[_Domain, int | Mapping[str, Any]]]) -> torch.Tensor:
+        """Content vectors of (domain, catalog row or item fields) pairs, in order: every shared backbone runs
+        once over all pairs that use it, each row with its own domain's adapter. Needs equal content sizes
+        across the domains present (callers group by domain when sizes differ)."""
+        from .backbones.base import FeatureContext
+
+        by_domain: dict[str, list[int]] = {}
+        for pos, (d, _) in enumerate(pairs):
+            by_domain.setdefault(d.name, []).append(pos)
+        # Per domain and modality: the model inputs of that domain's items.
+        jobs: list[tuple[_Domain, str, dict[str, torch.Tensor]]] = []
+        for name, positions in by_domain.items():
+            d = self._domains[name]
+            items = [pairs[p][1] for p in positions]
+            fields: list[str] = []
+            for enc in d.model.modalities.values():
+                fields.extend(f for f in enc.fields if f not in fields)
+            rows = [i for i in items if not isinstance(i, Mapping)]
+            looked_up = self._catalog(d).columns(fields, rows) if rows else {f: [] for f in fields}
+            columns: dict[str, list] = {f: [] for f in fields}
+            ids: list[str] = []
+            taken = 0
+            for k, item in enumerate(items):
+                for f in fields:
+                    columns[f].append(item.get(f) if isinstance(item, Mapping) else looked_up[f][taken])
+                if isinstance(item, Mapping):
+                    ids.append(str(item.get("item_id", f"item {k + 1} of the request")))
+                else:
+                    ids.append(d.catalog.item_ids[item])
+                    taken += 1
+            catalog = d.catalog
+            context = FeatureContext(
+                item_ids=ids, root=catalog.directory if catalog else None,
+                where=lambda k, ids=ids: f"item '{ids[k]}'",
+            )
+            index = torch.arange(len(items))
+            for modality, enc in d.model.modalities.items():
+                features = enc.featurize(columns, context)
+                inputs = {k: v.to(self.device) for k, v in enc.collate(features, index).items()}
+                jobs.append((d, modality, inputs))
+        # One pass per backbone over every domain's rows.
+        outputs: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        groups: dict[int, list[tuple[_Domain, str, dict[str, torch.Tensor]]]] = {}
+        for job in jobs:
+            d, modality, _ = job
+            backbone = d.shared.get(modality)
+            groups.setdefault(id(backbone) if backbone is not None else id(job), []).append(job)
+        for group in groups.values():
+            d0, m0, _ = group[0]
+            backbone = d0.shared.get(m0)
+            if backbone is None:  # a domain's own tower
+                outputs[(d0.name, m0)] = d0.model.modalities[m0](group[0][2])
+                continue
+            inputs = _concat([g[2] for g in group])
+            domains = [g[0].name for g in group for _ in range(len(next(iter(g[2].values()))))]
+            emb, present = backbone(inputs, domains)
+            start = 0
+            for d, modality, part in group:
+                n = len(next(iter(part.values())))
+                outputs[(d.name, modality)] = (emb[start : start + n], present[start : start + n])
+                start += n
+        dims = {self._domains[n].model.dim for n in by_domain}
+        if len(dims) > 1:
+            raise ConfigError(f"Domains {', '.join(by_domain)} have different content sizes ({sorted(dims)}); encode them separately.")
+        out = torch.empty(len(pairs), dims.pop(), device=self.device)
+        for name, positions in by_domain.items():
+            d = self._domains[name]
+            embeddings = {m: outputs[(name, m)][0] for m in d.model.modalities}
+            present = {m: outputs[(name, m)][1] for m in d.model.modalities}
+            out[torch.as_tensor(positions, device=self.device)] = d.model.fusion(embeddings, present).float()
+        return out
+
+    def _content_chunked(self, pairs: Sequence[tuple[_Domain, int | Mapping[str, Any]]]) -> list[torch.Tensor]:
+        """Content vector per pair, encoding `batch_size` pairs per pass (grouped by content size)."""
+        out: list[torch.Tensor | None] = [None] * len(pairs)
+        by_dim: dict[int, list[int]] = {}
+        for pos, (d, _) in enumerate(pairs):
+            by_dim.setdefault(d.model.dim, []).append(pos)
+        for positions in by_dim.values():
+            for start in range(0, len(positions), self.batch_size):
+                chunk = positions[start : start + self.batch_size]
+                vectors = self._content([pairs[p] for p in chunk])
+                for p, v in zip(chunk, vectors):
+                    out[p] = v
+        return out  # type: ignore[return-value]
+
+    def _history_pairs(self, d: _Domain, history: Sequence[Item]) -> list[tuple[_Domain, int | Mapping[str, Any]]]:
+        if not history:
+            raise DataError(f"An empty history for domain '{d.name}': give at least one item.")
+        return [(d, r) for r in self._rows_of(d, list(history)[-d.max_history :], "item ids in the history")]
+
+    def _users(self, rows: list[_Domain], contents: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        """User vectors, each row's history content through its own domain's user tower."""
+        out: list[torch.Tensor | None] = [None] * len(rows)
+        by_domain: dict[str, list[int]] = {}
+        for i, d in enumerate(rows):
+            by_domain.setdefault(d.name, []).append(i)
+        for name, idx in by_domain.items():
+            d = self._domains[name]
+            width = max(len(contents[i]) for i in idx)
+            history = torch.zeros(len(idx), width, d.model.dim, device=self.device)
+            mask = torch.zeros(len(idx), width, dtype=torch.bool, device=self.device)
+            for j, i in enumerate(idx):
+                history[j, : len(contents[i])] = torch.stack(contents[i])
+                mask[j, : len(contents[i])] = True
+            users = d.model.user_vectors(history, mask).float()
+            for j, i in enumerate(idx):
+                out[i] = users[j]
+        return out  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def encode_items(self, items: Sequence[Item], *, domains: Sequence[str] | str | None = None) -> torch.Tensor:
+        """Item vectors [N, dim] (L2-normalised, after the item head): ids from the catalog or field dicts.
+        `domains`: one per item (mixed batches share each backbone pass), one for all, or the active domain."""
+        row_domains = self._row_domains(domains, len(items))
+        pairs = []
+        for d, item in zip(row_domains, items):
+            pairs.append((d, self._rows_of(d, [item], "item ids")[0]))
+        contents = self._content_chunked(pairs)
+        out = [self._domains[d.name].model.item_vectors(c.unsqueeze(0)).float()[0] for d, c in zip(row_domains, contents)]
+        return _stack(out, row_domains)
+
+    @torch.no_grad()
+    def encode_users(self, histories: Sequence[Sequence[Item]], *, domains: Sequence[str] | str | None = None) -> torch.Tensor:
+        """User vectors [B, dim] (L2-normalised, after the user head) from item histories, oldest first; the
+        most recent `max_history` items of each count."""
+        row_domains = self._row_domains(domains, len(histories))
+        pairs, spans = [], []
+        for d, history in zip(row_domains, histories):
+            hp = self._history_pairs(d, history)
+            spans.append((len(pairs), len(hp)))
+            pairs.extend(hp)
+        contents = self._content_chunked(pairs)
+        users = self._users(row_domains, [contents[s : s + n] for s, n in spans])
+        return _stack(users, row_domains)
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[Sequence[Item]], candidates: Sequence[Item] | Sequence[Sequence[Item]], *,
+              domains: Sequence[str] | str | None = None) -> torch.Tensor:
+        """Scores [B, C]: cosine similarity between each row's user (from its history) and each of its
+        candidates, row i in domain `domains[i]`. `candidates` is one list for every row or one list per row
+        (all of the same length). Items of all rows are encoded together: one pass per shared backbone."""
+        rows = len(histories)
+        row_domains = self._row_domains(domains, rows)
+        if candidates and (isinstance(candidates[0], (str, Mapping))):
+            candidates = [candidates] * rows  # type: ignore[list-item]
+        if len(candidates) != rows:
+            raise ConfigError(f"{len(candidates)} candidate lists for {rows} histories: give one list, or one per history.")
+        width = {len(c) for c in candidates}
+        if len(width) > 1:
+            raise ConfigError(f"candidate lists of different lengths ({sorted(width)}): pad or split them.")
+        pairs, spans = [], []
+        for d, history, cands in zip(row_domains, histories, candidates):
+            hp = self._history_pairs(d, history)
+            cp = [(d, r) for r in self._rows_of(d, list(cands), "candidate item ids")]
+            spans.append((len(pairs), len(hp), len(cp)))
+            pairs.extend(hp + cp)
+        contents = self._content_chunked(pairs)
+        users = self._users(row_domains, [contents[s : s + h] for s, h, _ in spans])
+        out = torch.empty(rows, width.pop() if width else 0)
+        for i, (d, (s, h, c)) in enumerate(zip(row_domains, spans)):
+            items = d.model.item_vectors(torch.stack(contents[s + h : s + h + c])).float() if c else torch.zeros(0, 1, device=self.device)
+            out[i] = (items @ users[i]).cpu() if c else out[i]
+        return out
+
+    # -- recommending ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def recommend(self, history: Sequence[str], k: int = 10, *, domain: str | None = None, exclude_history: bool = True,
+                  search: str = "exact") -> list[tuple[str, float]]:
+        """The `k` best items of the domain's catalog for a user with this history (item ids, oldest first),
+        as (item_id, cosine score), best first. Items of the history are left out unless `exclude_history`
+        is False. `search`: "exact" (matrix product) or "faiss" (approximate; the optional extra). The
+        catalog's index is built (and cached) on first use when none was given."""
+        if search not in ("exact", "faiss"):
+            raise ConfigError(f"search must be 'exact' or 'faiss', got '{search}'.")
+        if k <= 0:
+            raise ConfigError(f"k must be positive, got {k}.")
+        d = self._get(domain)
+        self._ensure_index(d)
+        assert d.index is not None and d.vectors is not None
+        rows = _lookup_index(d, history)
+        recent = rows[-d.max_history :]
+        content = d.index.content[recent].to(self.device)
+        user = d.model.user_vectors(content.unsqueeze(0), torch.ones(1, len(recent), dtype=torch.bool, device=self.device)).float()[0]
+        exclude = sorted(set(rows)) if exclude_history else []
+        if search == "faiss":
+            if d.faiss is None:
+                d.faiss = FaissSearch(d.vectors)
+            top, scores = d.faiss.search(user, k, exclude)
+        else:
+            top, scores = exact_top_k(d.vectors, user, k, exclude)
+        return [(d.index.item_ids[int(r)], float(s)) for r, s in zip(top.tolist(), scores.tolist())]
+
+
+def _demo_catalog(source: str) -> Path | None:
+    """A demo catalog named like the one a package was trained on (`<domain>-v<generator>-i<items>-u<users>-s<seed>`,
+    see data.domains.demo_directory), regenerated into this machine's cache; None when `source` is not one or
+    the generator has changed since (its catalog would differ)."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    from .data.domains import get_domain
+    from .data.source import ensure_demo
+
+    match = re.fullmatch(r"(?P<domain>.+)-v(?P<v>\d+)-i(?P<i>\d+)-u(?P<u>\d+)-s(?P<s>\d+)", Path(source).name)
+    if match is None:
+        return None
+    try:
+        domain = get_domain(match["domain"])
+    except ConfigError:
+        return None
+    if domain.generator_version != int(match["v"]):
+        return None
+    cfg = OmegaConf.create({"domain": match["domain"], "seed": int(match["s"]),
+                            "data": {"cache_dir": None, "num_items": int(match["i"]), "num_users": int(match["u"])}})
+    return ensure_demo(cfg)
+
+
+def _lookup_index(d: _Domain, history: Sequence[str]) -> list[int]:
+    if not history:
+        raise DataError(f"An empty history for domain '{d.name}': give at least one item id.")
+    positions = getattr(d.index, "_rows", None)
+    if positions is None:
+        positions = {i: r for r, i in enumerate(d.index.item_ids)}
+        d.index._rows = positions  # type: ignore[attr-defined]
+    unknown = list(dict.fromkeys(str(h) for h in history if str(h) not in positions))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        where = d.index_path or "its index"
+        raise DataError(f"Unknown item ids in the history for domain '{d.name}': {shown} (not in the catalog of {where}).")
+    return [positions[str(h)] for h in history]
+
+
+def _concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Inputs of several domains as one batch; token tensors of different widths are padded on the right
+    (attention masks pad with zeros, so padding never changes what the backbone computes for a row)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for key in parts[0]:
+        tensors = [p[key] for p in parts]
+        if tensors[0].dim() >= 2 and len({t.shape[1] for t in tensors}) > 1:
+            width = max(t.shape[1] for t in tensors)
+            tensors = [F.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])) for t in tensors]
+        out[key] = torch.cat(tensors)
+    return out
+
+
+def _stack(vectors: list[torch.Tensor], row_domains: list[_Domain]) -> torch.Tensor:
+    if not vectors:
+        return torch.zeros(0, row_domains[0].model.dim if row_domains else 0)
+    sizes = {v.shape[-1] for v in vectors}
+    if len(sizes) > 1:
+        names = ", ".join(dict.fromkeys(d.name for d in row_domains))
+        raise ConfigError(f"Domains {names} have vectors of different sizes ({sorted(sizes)}): encode each domain separately.")
+    return torch.stack(vectors).cpu()

@@ -1,0 +1,158 @@
+"""The Python API: loading domains onto one backbone, swapping, encoding, recommending; the recommend CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from crossrec_peft import Recommender
+from crossrec_peft.cli import main
+from crossrec_peft.errors import ConfigError, DataError, PackageError
+from crossrec_peft.package import MANIFEST
+from tests._packages import make_package
+from tests.conftest import small_layout
+
+
+@pytest.fixture(scope="module")
+def packages(tiny_bert, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rec")
+    data = small_layout(root / "data", num_items=16)
+    return {
+        "shop": make_package(tiny_bert, root / "pk", "shop", "lora", seed=1, data=data),
+        "bank": make_package(tiny_bert, root / "pk", "bank", "bottleneck", seed=2, data=data),
+        "nodata": make_package(tiny_bert, root / "pk", "nodata", "ia3", seed=3),
+        "data": data,
+    }
+
+
+@pytest.fixture(scope="module")
+def rec(packages, tmp_path_factory):
+    rec = Recommender.from_pretrained(packages["shop"], device="cpu")
+    rec.load_adapter(packages["bank"])
+    return rec
+
+
+def test_domains_and_swap(rec, packages):
+    assert rec.domains == ["shop", "bank"] and rec.domain == "shop"
+    rec.set_domain("bank")
+    assert rec.domain == "bank"
+    rec.set_domain("shop")
+    with pytest.raises(ConfigError, match="Unknown domain 'bnak'. Did you mean 'bank'"):
+        rec.set_domain("bnak")
+    with pytest.raises(PackageError, match="Domain 'bank' is already loaded"):
+        rec.load_adapter(packages["bank"])
+    assert rec.manifest("bank")["domain"] == "bank"
+
+
+def test_second_domain_reuses_the_backbone(packages):
+    rec = Recommender(device="cpu")
+    rec.load_adapter(packages["shop"])
+    backbone = rec._domains["shop"].model.modalities["text"].backbone
+    rec.load_adapter(packages["shop"], name="shop-copy")
+    assert rec._domains["shop-copy"].model.modalities["text"].backbone is backbone
+    users = rec.encode_users([["i1", "i2"]] * 2, domains=["shop", "shop-copy"])
+    assert torch.allclose(users[0], users[1], atol=1e-6)
+
+
+def test_recommend_is_the_top_of_all_scores(rec, packages):
+    history = ["i1", "i2", "i3"]
+    top = rec.recommend(history, k=5, domain="bank")
+    assert len(top) == 5 and not {i for i, _ in top} & set(history)
+    scores = [s for _, s in top]
+    assert scores == sorted(scores, reverse=True)
+    catalog = [f"i{i}" for i in range(16)]
+    user = rec.encode_users([history], domains="bank")[0]
+    items = rec.encode_items(catalog, domains="bank")
+    brute = sorted(((catalog[i], float(s)) for i, s in enumerate(items @ user) if catalog[i] not in history), key=lambda x: -x[1])[:5]
+    assert [i for i, _ in top] == [i for i, _ in brute]
+    assert torch.allclose(torch.tensor(scores), torch.tensor([s for _, s in brute]), atol=1e-5)
+    # The swap matters: another domain ranks differently.
+    assert rec.recommend(history, k=5, domain="shop") != top
+    kept = rec.recommend(history, k=16, domain="bank", exclude_history=False)
+    assert {i for i, _ in kept} == set(catalog)
+
+
+def test_score_matches_encoders(rec):
+    histories, candidates = [["i1", "i2"], ["i5"]], [["i3", "i4"], ["i6", "i7"]]
+    scores = rec.score(histories, candidates, domains=["shop", "bank"])
+    for row, domain in enumerate(["shop", "bank"]):
+        user = rec.encode_users([histories[row]], domains=domain)[0]
+        items = rec.encode_items(candidates[row], domains=domain)
+        assert torch.allclose(scores[row], items @ user, atol=1e-5)
+
+
+def test_items_by_fields_equal_items_by_id(rec, packages):
+    by_id = rec.encode_items(["i3"], domains="shop")
+    by_fields = rec.encode_items([{"title": "product 3 red lamp", "category": "c0"}], domains="shop")
+    assert torch.allclose(by_id, by_fields, atol=1e-6)
+    with pytest.raises(DataError, match="has no text"):
+        rec.encode_items([{"title": None, "category": None}], domains="shop")
+
+
+def test_unknown_history_ids_are_named(rec):
+    with pytest.raises(DataError, match=r"Unknown item ids in the history for domain 'shop': 'nope', 'zzz'"):
+        rec.recommend(["i1", "nope", "zzz"], domain="shop")
+
+
+def test_catalog_is_needed(packages):
+    rec = Recommender.from_pretrained(packages["nodata"], device="cpu")
+    with pytest.raises(DataError, match="Domain 'nodata' has no item catalog"):
+        rec.recommend(["i1"])
+    rec.set_catalog(packages["data"])
+    assert len(rec.recommend(["i1"], k=3)) == 3
+
+
+def test_other_backbone_refused_on_a_shared_one(packages, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bank"
+    shutil.copytree(packages["bank"], copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["modalities"]["text"]["backbone"]["sha256"] = "0" * 64
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    rec = Recommender.from_pretrained(packages["shop"], device="cpu")
+    with pytest.raises(PackageError, match="trained on backbone"):
+        rec.load_adapter(copy, name="other")
+    assert rec.domains == ["shop"]
+
+
+def test_hub_address_offline():
+    with pytest.raises(PackageError, match="hf://"):
+        Recommender.from_pretrained("hf://crossrec-test/no-such-adapter")
+
+
+def test_recommend_cli(packages, capsys):
+    args = ["recommend", str(packages["shop"]), str(packages["bank"]), "--domain", "bank", "--history", "i1", "i2", "-k", "3"]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["domain"] == "bank" and len(out["items"]) == 3
+    rec = Recommender.from_pretrained(packages["bank"], device="cpu")
+    assert [x["item_id"] for x in out["items"]] == [i for i, _ in rec.recommend(["i1", "i2"], k=3)]
+    assert main(args) == 0
+    assert "bank: top 3" in capsys.readouterr().out
+
+
+def test_recommend_cli_errors(packages, capsys):
+    assert main(["recommend", str(packages["shop"]), "--history", "i1", "ghost"]) == 2
+    err = capsys.readouterr().err
+    assert "ghost" in err and "Traceback" not in err
+    assert main(["recommend", str(packages["shop"]), str(packages["bank"]), "--history", "i1"]) == 2
+    assert "choose one with --domain" in capsys.readouterr().err
+
+
+def test_demo_catalog_is_regenerated(tiny_bert, tmp_path):
+    """A package trained on a demo catalog that is not on this machine: the same catalog is generated again."""
+    from crossrec_peft.data.domains import get_domain
+
+    version = get_domain("ecommerce").generator_version
+    package = make_package(tiny_bert, tmp_path, "shop", "lora", data=None)
+    manifest = json.loads((package / MANIFEST).read_text())
+    manifest["data"] = {"source": f"/elsewhere/demo/ecommerce-v{version}-i60-u40-s0"}
+    (package / MANIFEST).write_text(json.dumps(manifest))
+    rec = Recommender.from_pretrained(package, device="cpu")
+    catalog = rec._catalog(rec._domains["shop"])
+    assert catalog.directory.name == f"ecommerce-v{version}-i60-u40-s0" and len(catalog.item_ids) == 60
+    top = rec.recommend(catalog.item_ids[:2], k=3)
+    assert len(top) == 3 and all(i in catalog.rows for i, _ in top)
