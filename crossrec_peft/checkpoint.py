@@ -20,7 +20,6 @@ ours are safetensors and JSON.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import CrossrecError
-from .fsutil import make_public
+from .fsutil import make_public, sha256
 
 FORMAT = 1
 STATE_FILE = "trainer_state.json"
@@ -81,14 +80,6 @@ def checkpoint_dirs(root: Path) -> list[Path]:
 def latest(root: Path) -> Path | None:
     dirs = checkpoint_dirs(root)
     return dirs[-1] if dirs else None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -146,7 +137,7 @@ def write(accelerator, root: Path, step: int, model: torch.nn.Module, state: dic
         save_tensors(tmp / TRAINABLE_FILE, trainable_state(model))
         if best is not None:
             save_tensors(tmp / BEST_FILE, best)
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         record = {"format": FORMAT, "step": step, "num_processes": accelerator.num_processes, "files": files, **state}
         with open(tmp / STATE_FILE, "w") as fh:
             json.dump(record, fh)
@@ -180,7 +171,7 @@ def read_state(directory: Path, cfg: DictConfig, num_processes: int) -> dict[str
         path = directory / name
         if not path.is_file():
             raise CheckpointError(f"{directory}: file {name} is missing. The checkpoint is incomplete.")
-        if _sha256(path) != digest:
+        if sha256(path) != digest:
             raise CheckpointError(f"{path}: contents do not match the checksum recorded when it was saved. The checkpoint is corrupt.")
     if state["num_processes"] != num_processes:
         raise CheckpointError(

@@ -1,7 +1,9 @@
-"""File-system helpers shared by everything that writes a directory atomically (tempdir + rename)."""
+"""File-system helpers shared by everything that writes a directory atomically (tempdir + rename) and checks
+what it reads back (sha256 of files)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,3 +20,12 @@ def make_public(directory: Path) -> None:
     umask = current_umask()
     for path in [directory, *directory.rglob("*")]:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks (weights files need not fit in memory twice)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

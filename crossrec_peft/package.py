@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 from .errors import PackageError
-from .fsutil import make_public
+from .fsutil import make_public, sha256
 from .model.build import build_model
 from .model.heads import build_head
 from .model.two_tower import TwoTowerModel
@@ -47,14 +47,6 @@ TOWER_SUFFIX = "_tower.safetensors"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 DOCS = "docs/package-format.md"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _peft_modalities(model: TwoTowerModel) -> dict[str, str]:
@@ -294,12 +286,17 @@ def write_model_card(directory: Path, manifest: dict) -> None:
     )
     peft_root = next((m["backbone"]["id"] for m in mods.values() if m.get("peft_dir") == "."), None)
     per_modality = ", ".join(f"{name}: {m['method']['name']}" for name, m in mods.items())
+    # A tower trained whole (`full`) is not a frozen base: say so rather than list it among the frozen ones.
+    frozen = sorted({m["backbone"]["id"] for m in mods.values() if m["method"]["name"] != "full"})
+    whole = [f"the `{name}` tower (`{m['backbone']['id']}`) trained whole" for name, m in mods.items() if m["method"]["name"] == "full"]
+    base_text = " and ".join(
+        ([f"on frozen {', '.join(f'`{b}`' for b in frozen)}"] if frozen else []) + ([", ".join(whole)] if whole else [])
+    )
     body = f"""
 # crossrec-peft adapter: {domain}
 
 An adapter package ({per_modality}) for two-tower recommendation in the **{domain}** domain, trained with
-[crossrec-peft](https://pypi.org/project/crossrec-peft/) on frozen {', '.join(f'`{b}`' for b in backbones)}
-backbone(s). Package id `{manifest.get('id')}`, format version {manifest['format_version']}.
+[crossrec-peft](https://pypi.org/project/crossrec-peft/) {base_text}. Package id `{manifest.get('id')}`, format version {manifest['format_version']}.
 Trainable parameters: {manifest['params']['trainable']:,} of {manifest['params']['total']:,}.
 
 ## Test metrics (full ranking, leave-one-out)

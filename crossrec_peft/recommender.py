@@ -110,21 +110,26 @@ class Recommender:
             )
         model_cfg = manifest["model"]
         shared: dict[str, SharedBackbone] = {}
+        views: dict[str, torch.nn.Module] = {}
         for modality, mod in model_cfg["modalities"].items():
             if mod["method"]["name"] == "full":
                 continue  # a tower trained whole has no shared base: it is built and loaded with the domain
             entry, argument, options = component(registry.backbones, mod["backbone"], f"{directory}: model.modalities.{modality}.backbone")
-            # Keyed by the resolved options (defaults filled in), so equal backbones written differently match.
-            resolved = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else options
-            key = json.dumps({"backbone": entry.name, "argument": argument, "options": resolved}, sort_keys=True, default=str)
+            # Keyed by the resolved options (defaults filled in), so equal backbones written differently match;
+            # options that only change featurization (a text backbone's max_length) do not split the backbone.
+            resolved = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})
+            featurize_only = getattr(options, "FEATURIZE_ONLY", ())
+            weights_key = {k: v for k, v in resolved.items() if k not in featurize_only}
+            key = json.dumps({"backbone": entry.name, "argument": argument, "options": weights_key}, sort_keys=True, default=str)
             backbone = self._backbones.get(key)
             if backbone is None:
                 backbone = SharedBackbone(entry.factory(options, argument)).to(self.device)
                 self._backbones[key] = backbone
             check_backbone(str(directory), modality, manifest["modalities"][modality]["backbone"], backbone.identity)
             shared[modality] = backbone
+            views[modality] = _featurize_view(backbone.backbone, options, featurize_only)
 
-        model = build_model(model_cfg, attach_methods=False, backbones={m: s.backbone for m, s in shared.items()})
+        model = build_model(model_cfg, attach_methods=False, backbones=views)
         for modality, enc in model.modalities.items():
             if modality not in shared:
                 enc.method.attach(enc.backbone)  # `full`: its tensors are exported, so they count as trained
@@ -524,6 +529,20 @@ class Recommender:
         else:
             top, scores = exact_top_k(d.vectors, user, k, exclude)
         return [(d.index.item_ids[int(r)], float(s)) for r, s in zip(top.tolist(), scores.tolist())]
+
+
+def _featurize_view(backbone: torch.nn.Module, options: Any, featurize_only: Sequence[str]) -> torch.nn.Module:
+    """The shared backbone as this domain sees it: the same modules (weights, adapters, hooks), with this
+    domain's featurize-only options (its max_length) when they differ from the loaded backbone's. A shallow
+    copy shares the module registry, so nothing is loaded or duplicated."""
+    import copy
+
+    current = getattr(backbone, "options", None)
+    if not featurize_only or current is None or all(getattr(current, k) == getattr(options, k) for k in featurize_only):
+        return backbone
+    view = copy.copy(backbone)
+    view.options = dataclasses.replace(current, **{k: getattr(options, k) for k in featurize_only})
+    return view
 
 
 def _demo_catalog(source: str) -> Path | None:

@@ -17,7 +17,18 @@ METHODS = {
 }
 
 
-def text_config(tiny_bert: Path, domain: str, method: str, *, data: Path | None = None, fields=("title", "category")):
+def perturb(model: torch.nn.Module, scale: float) -> torch.nn.Module:
+    """Move every trainable tensor off its initial value (LoRA's B starts at zero, so an untrained adapter
+    would change nothing), with the global torch seed."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(scale * torch.randn_like(p))
+    return model
+
+
+def text_config(tiny_bert: Path, domain: str, method: str, *, data: Path | None = None, fields=("title", "category"),
+                max_length: int = 16):
     from crossrec_peft import recipes
     from crossrec_peft.config import load_config
 
@@ -28,7 +39,7 @@ def text_config(tiny_bert: Path, domain: str, method: str, *, data: Path | None 
     raw["model"]["modalities"] = {
         "text": {
             "fields": list(fields),
-            "backbone": {"name": f"hf:{tiny_bert}", "max_length": 16},
+            "backbone": {"name": f"hf:{tiny_bert}", "max_length": max_length},
             "method": METHODS[method],
         }
     }
@@ -40,17 +51,13 @@ def text_config(tiny_bert: Path, domain: str, method: str, *, data: Path | None 
 
 
 def make_package(tiny_bert: Path, directory: Path, domain: str, method: str, *, seed: int = 0, data: Path | None = None,
-                 scale: float = 0.2) -> Path:
+                 scale: float = 0.2, max_length: int = 16) -> Path:
     from crossrec_peft.model import build_model
     from crossrec_peft.package import export_package
 
-    cfg = text_config(tiny_bert, domain, method, data=data)
+    cfg = text_config(tiny_bert, domain, method, data=data, max_length=max_length)
     torch.manual_seed(seed)
-    model = build_model(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(scale * torch.randn_like(p))
+    model = perturb(build_model(cfg.model), scale)
     model.eval()
     summary = {"source": str(data)} if data else {}
     return export_package(model, cfg, directory / domain, data_summary=summary)

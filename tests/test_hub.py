@@ -18,6 +18,7 @@ from crossrec_peft.hub import parse_uri, push, resolve, upload_plan
 from crossrec_peft.model import build_model
 from crossrec_peft.package import MANIFEST, export_package, load_package, read_manifest
 
+from ._packages import perturb
 from .test_package import same_weights
 
 
@@ -27,11 +28,7 @@ def package(tiny_bert, tmp_path_factory) -> Path:
         {"name": "hub", "domain": "video", "model": {"modalities": {"text": {"fields": ["title"], "backbone": {"name": f"hf:{tiny_bert}"}}}, "head_rank": 4}}
     )
     torch.manual_seed(0)
-    model = build_model(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn_like(p))
+    model = perturb(build_model(cfg.model), 0.05)
     return export_package(model, cfg, tmp_path_factory.mktemp("hub") / "video", metrics={"model": {"recall@10": 0.3, "ndcg@10": 0.2, "mrr@10": 0.1}})
 
 

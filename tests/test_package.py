@@ -18,17 +18,15 @@ from crossrec_peft.package import (
     FORMAT_VERSION, MANIFEST, WEIGHTS, export_package, load_package, package_id, read_manifest, sha256, trainable_state,
 )
 
+from ._packages import perturb
+
 
 @pytest.fixture(scope="module")
 def exported(tiny_bert, tmp_path_factory):
     """The e-commerce recipe's text + image model on the tiny BERT, moved off its initial values and exported."""
     cfg = load_config(recipes.path("ecommerce"), [f"model.modalities.text.backbone.name=hf:{tiny_bert}", "model.head_rank=4"])
     torch.manual_seed(0)
-    model = build_model(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn_like(p))
+    model = perturb(build_model(cfg.model), 0.05)
     model.eval()
     metrics = {"model": {"recall@10": 0.25, "ndcg@10": 0.5, "mrr@10": 0.125}, "popularity": {"recall@10": 0.1, "ndcg@10": 0.05, "mrr@10": 0.02}}
     data = {"source": "/nowhere/ecommerce-demo", "items": 12, "users": 8, "interactions": 40, "history_length": {"min": 5, "median": 5.0, "max": 5}}

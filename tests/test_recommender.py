@@ -56,6 +56,27 @@ def test_second_domain_reuses_the_backbone(packages):
     assert torch.allclose(users[0], users[1], atol=1e-6)
 
 
+def test_domains_differing_only_in_max_length_share_the_backbone(packages, tiny_bert, tmp_path):
+    """max_length only changes tokenization: a domain with another max_length still adds only its adapter,
+    and still tokenizes (truncates) at its own max_length, scoring exactly as when loaded alone."""
+    short = make_package(tiny_bert, tmp_path, "short", "lora", seed=4, data=packages["data"], max_length=5)
+    rec = Recommender(device="cpu")
+    rec.load_adapter(packages["shop"])
+    rec.load_adapter(short)
+    assert len(rec._backbones) == 1
+    encoders = {d: rec._domains[d].model.modalities["text"].backbone for d in ("shop", "short")}
+    assert encoders["shop"].options.max_length == 16 and encoders["short"].options.max_length == 5
+    assert encoders["short"].model is encoders["shop"].model  # the same weights, loaded once
+    items = ["i1", "i2", "i3", "i4"]
+    alone = Recommender.from_pretrained(short, device="cpu").encode_items(items)
+    torch.testing.assert_close(rec.encode_items(items, domains="short"), alone)
+    truncated_at_16 = Recommender(device="cpu")
+    truncated_at_16.load_adapter(packages["shop"])
+    mixed = rec.encode_items(items * 2, domains=["short"] * 4 + ["shop"] * 4)
+    torch.testing.assert_close(mixed[:4], alone)
+    torch.testing.assert_close(mixed[4:], truncated_at_16.encode_items(items))
+
+
 def test_recommend_is_the_top_of_all_scores(rec, packages):
     history = ["i1", "i2", "i3"]
     top = rec.recommend(history, k=5, domain="bank")

@@ -75,3 +75,43 @@ def test_reproduces_recorded_metrics_on_regenerated_demo_data(domain):
         # from float summation order (one flip among 3,000 users moves NDCG by ~3e-4).
         assert metrics[key] == pytest.approx(recorded[key], abs=1e-3), (key, json.dumps(metrics), json.dumps(recorded))
     assert metrics["ndcg@10"] > 2 * manifest["metrics"]["untuned"]["ndcg@10"]
+
+
+def test_readme_example_swaps_the_three_shipped_domains_on_one_backbone(monkeypatch, capsys):
+    """The README's swap example, run as written (from the repository root), then the promises behind it:
+    MiniLM loaded once for the three domains, each domain recommending from its own catalog, and a batch
+    whose rows belong to different domains scoring as each domain does alone."""
+    import re
+
+    import torch
+
+    root = ADAPTERS.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Swapping domains on one backbone", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(root)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102  (our own README)
+    printed = capsys.readouterr().out
+    rec = scope["rec"]
+    assert rec.domains == ["ecommerce", "finance", "video"] and rec.domain == "video"
+    assert len(rec._backbones) == 1, "one shared MiniLM for every domain (image towers are per domain)"
+    shown = eval(printed.strip().splitlines()[-1])  # noqa: S307  the printed [(item_id, score), ...]
+    assert len(shown) == 5 and all(i.startswith("V") and i not in ("V0012", "V0345") for i, _ in shown)
+
+    histories = {}
+    for domain in rec.domains:
+        rec.set_domain(domain)
+        ids = rec._catalog(rec._get(domain)).item_ids  # the demo catalog the package was trained on
+        histories[domain] = [ids[1], ids[2], ids[3]]
+        top = rec.recommend(history=histories[domain], k=10)
+        catalog = set(rec._get(domain).index.item_ids)
+        assert len(top) == 10 and all(i in catalog and i not in histories[domain] for i, _ in top)
+        assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+
+    rows = ["video", "finance", "ecommerce", "finance"]
+    candidates = {d: histories[d][:2] for d in rec.domains}
+    mixed = rec.score([histories[d] for d in rows], [candidates[d] for d in rows], domains=rows)
+    for i, d in enumerate(rows):
+        alone = rec.score([histories[d]], [candidates[d]], domains=[d])
+        torch.testing.assert_close(mixed[i], alone[0], atol=1e-5, rtol=1e-4)

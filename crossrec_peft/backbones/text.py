@@ -25,6 +25,10 @@ MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 @dataclass
 class TextBackboneOptions:
+    # Options that only change how items are turned into inputs (featurize), not the weights or the forward
+    # pass: domains that differ only in these still share one loaded backbone (Recommender).
+    FEATURIZE_ONLY = ("max_length",)
+
     pooling: str = "mean"  # mean | cls
     max_length: int = 32
     revision: Optional[str] = None  # Hub revision for hf:<id>; ignored for local paths
