@@ -374,6 +374,43 @@ def test_heads_are_saved_and_reloaded(rated_layout, tiny_bert, tmp_path):
 
 # -- end to end -----------------------------------------------------------------------------------------
 
+def test_ctr_reports_pointwise_metrics_on_held_out_positives_and_sampled_negatives(learning_setup):
+    """The click head's AUC / log-loss / P/R/F1 on the test split, recomputed one case at a time with sklearn
+    from the same seeded negatives (items of the user's history left out); a multitask reports it by task."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    base, data, features = learning_setup
+    model = copy.deepcopy(base)
+    split = leave_one_out(data.sequences)
+    objective = build({"name": "ctr", "num_negatives": 3, "labels": "none"})
+    objective.prepare(model, objective_context(data, split, seed=5))
+    with torch.no_grad():
+        model.heads["ctr"].bias.fill_(-0.5)
+    content = encode_catalog(model, features, len(data.item_ids), 64, progress=False)
+    found = objective.held_out_metrics(model, content, data, split, max_history=3)
+    negatives = objective._eval_sampler.sample(split.test.targets, 3, np.random.default_rng([5, 0xC7]))
+    scores, labels = [], []
+    with torch.no_grad():
+        for history, target, drawn in zip(split.test.histories, split.test.targets, negatives):
+            recent = content[torch.as_tensor(history[-3:])].unsqueeze(0)
+            user = model.user_vectors(recent, torch.ones(1, recent.shape[1], dtype=torch.bool))
+            for item, label in [(int(target), 1), *((int(j), 0) for j in drawn if j not in history)]:
+                vector = model.item_vectors(content[item].unsqueeze(0))
+                scores.append(float(model.heads["ctr"]((user * vector).sum(-1))))
+                labels.append(label)
+    probabilities = 1 / (1 + np.exp(-np.array(scores)))
+    assert found["cases"] == len(split.test) and found["negatives_per_case"] == 3
+    assert found["auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
+    assert found["log_loss"] == pytest.approx(log_loss(labels, probabilities), rel=1e-4)
+    predicted = probabilities >= 0.5
+    tp = int((predicted & (np.array(labels) == 1)).sum())
+    assert found["precision"] == pytest.approx(tp / max(1, int(predicted.sum())), abs=1e-6)
+    assert found["recall"] == pytest.approx(tp / sum(labels), abs=1e-6)
+    multi = build({"name": "multitask", "tasks": {"retrieval": {}, "ctr": {"num_negatives": 3, "labels": "none"}}})
+    multi.prepare(model, objective_context(data, split, seed=5))
+    assert multi.held_out_metrics(model, content, data, split, 3) == {"ctr": found}
+
+
 def test_multitask_sasrec_recipe_runs_from_the_cli(tiny_bert, tmp_path, capsys):
     out = tmp_path / "run"
     # One cheap baseline: this test is about the objective and the encoder, not the baselines.

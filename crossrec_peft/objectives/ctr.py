@@ -11,7 +11,11 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..model.heads import BinaryHead
 from ..registry import objectives
+from ..data.negatives import NegativeSampler
 from .base import NegativeOptions, Objective, ObjectiveContext, in_user_window, sampler_needs
+
+# Sampled items per held-out positive when training draws none (labels only).
+EVAL_NEGATIVES = 4
 
 LABEL_MODES = ("auto", "data", "none")
 
@@ -41,6 +45,8 @@ class PointwiseCTR(Objective):
         super().__init__(options)
         self.use_labels = False
         self.head: BinaryHead | None = None
+        self._eval_sampler: NegativeSampler | None = None
+        self._seed = 0
 
     def prepare(self, model, context: ObjectiveContext) -> None:
         has_labels = "label" in context.train_values
@@ -63,6 +69,9 @@ class PointwiseCTR(Objective):
                 raise ConfigError(f"train.objective: ctr reads the 'label' column of {context.where} as 0/1, but it holds {bad[0]:g}.")
         self.head = self.attach_head(model, BinaryHead())
         sampler, needs = sampler_needs(self.options, context)
+        # Held-out negatives are drawn like the training ones (uniform when training draws none).
+        self._eval_sampler = sampler or NegativeSampler(context.item_counts, distribution="uniform")
+        self._seed = context.seed
         if self.use_labels:
             needs.values = {"label": context.train_values["label"]}
         self.batch_needs = needs
@@ -88,3 +97,42 @@ class PointwiseCTR(Objective):
         loss = F.binary_cross_entropy_with_logits(logits[keep], targets[keep]) if bool(keep.any()) else logits.sum() * 0.0
         accuracy = ((logits[keep] > 0).to(targets.dtype) == targets[keep]).float().mean() if bool(keep.any()) else logits.new_zeros(())
         return loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+
+    @torch.no_grad()
+    def held_out_metrics(self, model, content, data, split, max_history) -> dict:
+        """The seed's pointwise metrics (AUC, log-loss, precision, recall, F1 at 0.5) of the click head on the
+        test split: each case's held-out item is a positive, and as many items as training samples per pair
+        (sampled the same way, seeded; items of the user's history left out) are its negatives. Sampled
+        negatives make these easier than real impressions would: compare runs with each other, not with
+        click logs."""
+        from ..evaluation import pad_histories
+        from ..metrics import pointwise_metrics
+
+        tests = split.test
+        if self.head is None or self._eval_sampler is None or len(tests) == 0:
+            return {}
+        k = self.options.num_negatives or EVAL_NEGATIVES
+        rng = np.random.default_rng([self._seed, 0xC7])
+        negatives = self._eval_sampler.sample(tests.targets, k, rng)
+        model.eval()
+        device = next(model.parameters()).device
+        scores, labels = [], []
+        for start in range(0, len(tests), 512):
+            part = slice(start, start + 512)
+            histories = tests.histories[part]
+            index, mask = pad_histories(histories, max_history)
+            users = model.user_vectors(content[index].to(device), mask.to(device))
+            items = np.concatenate([tests.targets[part, None], negatives[part]], axis=1)  # [n, 1 + k]
+            vectors = model.item_vectors(content[torch.as_tensor(items)].to(device))
+            logits = self.head((users.unsqueeze(1) * vectors).sum(-1)).float().cpu().numpy()
+            target = np.zeros(items.shape, dtype=np.float64)
+            target[:, 0] = 1.0
+            keep = np.ones(items.shape, dtype=bool)
+            for row, history in enumerate(histories):
+                keep[row, 1:] = ~np.isin(items[row, 1:], history)
+            scores.append(logits[keep])
+            labels.append(target[keep])
+        s, y = np.concatenate(scores), np.concatenate(labels)
+        out = pointwise_metrics(s, y, logits=True)
+        out.update({"cases": int(len(tests)), "negatives_per_case": int(k)})
+        return out
