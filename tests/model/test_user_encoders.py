@@ -137,7 +137,7 @@ def test_bad_options_are_config_errors(spec, message):
 def test_trained_encoder_round_trips_through_the_package(spec, tiny_bert, tmp_path):
     cfg = load_config(
         recipes.path("ecommerce"),
-        [f"model.modalities.text.backbone.name=hf:{tiny_bert}", "model.head_rank=4", f"model.user_encoder={spec}"],
+        [f"model.modalities.text.backbone.name=hf:{tiny_bert}", "model.head_rank=4", "model.max_history=5", f"model.user_encoder={spec}"],
     )
     del cfg.model.modalities["image"]  # the text tower is enough to carry the user encoder
     torch.manual_seed(0)
