@@ -91,14 +91,22 @@ def pad_histories(histories: list[np.ndarray], max_history: int) -> tuple[torch.
 
 
 @torch.no_grad()
+def user_vectors(model: TwoTowerModel, content: torch.Tensor, histories: list[np.ndarray], max_history: int) -> torch.Tensor:
+    """The model's user vectors for these histories (their most recent max_history items), on the model's
+    device: what every held-out metric scores against."""
+    device = next(model.parameters()).device
+    index, mask = pad_histories(histories, max_history)
+    return model.user_vectors(content[index].to(device), mask.to(device))
+
+
+@torch.no_grad()
 def model_scorer(model: TwoTowerModel, content: torch.Tensor, max_history: int) -> Scorer:
     model.eval()
     device = next(model.parameters()).device
     items = model.item_vectors(content.to(device)).float()
 
     def score(histories: list[np.ndarray]) -> torch.Tensor:
-        index, mask = pad_histories(histories, max_history)
-        users = model.user_vectors(content[index].to(device), mask.to(device))
+        users = user_vectors(model, content, histories, max_history)
         return (users.float() @ items.T).cpu()
 
     return score

@@ -22,10 +22,15 @@ def make_public(directory: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def sha256(path: Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks (weights files need not fit in memory twice)."""
-    digest = hashlib.sha256()
+def update_digest(digest, path: Path) -> None:
+    """Feed a file into a running hash, in 1 MiB chunks (weights files need not fit in memory twice)."""
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
+
+
+def sha256(path: Path) -> str:
+    """The hex sha256 of a file."""
+    digest = hashlib.sha256()
+    update_digest(digest, path)
     return digest.hexdigest()

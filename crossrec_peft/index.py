@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError, PackageError
+from .fsutil import sha256, update_digest
 
 FORMAT = "crossrec-index/1"
 
@@ -97,26 +98,18 @@ def load_catalog(directory: str | Path) -> Catalog:
 # -- fingerprints and files -------------------------------------------------------------------------------------
 
 
-def _file_digest(digest: Any, path: Path) -> None:
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-
-
 def adapter_fingerprint(adapter_dir: str | Path) -> str:
     """sha256 of the package manifest, which records the sha256 of every file of the package."""
     from .package import MANIFEST
 
-    digest = hashlib.sha256()
-    _file_digest(digest, Path(adapter_dir) / MANIFEST)
-    return digest.hexdigest()
+    return sha256(Path(adapter_dir) / MANIFEST)
 
 
 def catalog_fingerprint(catalog: Catalog, file_fields: Sequence[str] = ()) -> str:
     """sha256 over the items table and every file that its `file_fields` (image paths) name."""
     digest = hashlib.sha256()
     digest.update(catalog.items_path.name.encode())
-    _file_digest(digest, catalog.items_path)
+    update_digest(digest, catalog.items_path)
     for f in file_fields:
         if f not in catalog.table.column_names:
             continue
@@ -126,7 +119,7 @@ def catalog_fingerprint(catalog: Catalog, file_fields: Sequence[str] = ()) -> st
             path = catalog.directory / str(value)
             digest.update(str(value).encode())
             if path.is_file():
-                _file_digest(digest, path)
+                update_digest(digest, path)
     return digest.hexdigest()
 
 

@@ -549,24 +549,22 @@ def _demo_catalog(source: str) -> Path | None:
     """A demo catalog named like the one a package was trained on (`<domain>-v<generator>-i<items>-u<users>-s<seed>`,
     see data.domains.demo_directory), regenerated into this machine's cache; None when `source` is not one or
     the generator has changed since (its catalog would differ)."""
-    import re
-
     from omegaconf import OmegaConf
 
-    from .data.domains import get_domain
+    from .data.domains import get_domain, parse_demo_directory
     from .data.source import ensure_demo
 
-    match = re.fullmatch(r"(?P<domain>.+)-v(?P<v>\d+)-i(?P<i>\d+)-u(?P<u>\d+)-s(?P<s>\d+)", Path(source).name)
-    if match is None:
+    demo = parse_demo_directory(source)
+    if demo is None:
         return None
     try:
-        domain = get_domain(match["domain"])
+        domain = get_domain(demo["domain"])
     except ConfigError:
         return None
-    if domain.generator_version != int(match["v"]):
+    if domain.generator_version != demo["version"]:
         return None
-    cfg = OmegaConf.create({"domain": match["domain"], "seed": int(match["s"]),
-                            "data": {"cache_dir": None, "num_items": int(match["i"]), "num_users": int(match["u"])}})
+    cfg = OmegaConf.create({"domain": demo["domain"], "seed": demo["seed"],
+                            "data": {"cache_dir": None, "num_items": demo["num_items"], "num_users": demo["num_users"]}})
     return ensure_demo(cfg)
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
+from ..fsutil import update_digest
 from ..registry import backbones
 from .base import FeatureContext
 from .quantize import check_mode, default_device, hf_quantization_config, keep_trainable_layout
@@ -131,9 +132,7 @@ class TextBackbone(nn.Module):
         files = self.weight_files()
         digest = hashlib.sha256()
         for f in files:
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
+            update_digest(digest, f)
         return {
             "id": self.model_id,
             "revision": self.options.revision,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..registry import domains
 
@@ -81,5 +82,16 @@ def get_domain(name: str) -> Domain:
     return entry.factory(None, argument)
 
 
+_DEMO_NAME = re.compile(r"(?P<domain>.+)-v(?P<version>\d+)-i(?P<num_items>\d+)-u(?P<num_users>\d+)-s(?P<seed>\d+)")
+
+
 def demo_directory(domain: Domain, cache_dir: str | Path, *, num_items: int, num_users: int, seed: int) -> Path:
     return Path(cache_dir) / f"{domain.name}-v{domain.generator_version}-i{num_items}-u{num_users}-s{seed}"
+
+
+def parse_demo_directory(path: str | Path) -> dict[str, Any] | None:
+    """What demo_directory put in a name: domain, version, num_items, num_users and seed; None for other names."""
+    match = _DEMO_NAME.fullmatch(Path(path).name)
+    if match is None:
+        return None
+    return {k: (v if k == "domain" else int(v)) for k, v in match.groupdict().items()}

@@ -105,7 +105,7 @@ class PointwiseCTR(Objective):
         (sampled the same way, seeded; items of the user's history left out) are its negatives. Sampled
         negatives make these easier than real impressions would: compare runs with each other, not with
         click logs."""
-        from ..evaluation import pad_histories
+        from ..evaluation import user_vectors
         from ..metrics import pointwise_metrics
 
         tests = split.test
@@ -120,8 +120,7 @@ class PointwiseCTR(Objective):
         for start in range(0, len(tests), 512):
             part = slice(start, start + 512)
             histories = tests.histories[part]
-            index, mask = pad_histories(histories, max_history)
-            users = model.user_vectors(content[index].to(device), mask.to(device))
+            users = user_vectors(model, content, histories, max_history)
             items = np.concatenate([tests.targets[part, None], negatives[part]], axis=1)  # [n, 1 + k]
             vectors = model.item_vectors(content[torch.as_tensor(items)].to(device))
             logits = self.head((users.unsqueeze(1) * vectors).sum(-1)).float().cpu().numpy()

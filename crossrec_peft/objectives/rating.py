@@ -69,12 +69,11 @@ class RatingRegression(Objective):
 @torch.no_grad()
 def rating_errors(model, content: torch.Tensor, histories: list[np.ndarray], items: np.ndarray, ratings: np.ndarray, max_history: int, head: str = "rating") -> dict[str, float]:
     """RMSE and MAE of the model's rating head on held-out (history, item, rating) cases (empty ratings skipped)."""
-    from ..evaluation import pad_histories
+    from ..evaluation import user_vectors
 
     model.eval()
     device = next(model.parameters()).device
-    index, mask = pad_histories(histories, max_history)
-    users = model.user_vectors(content[index].to(device), mask.to(device))
+    users = user_vectors(model, content, histories, max_history)
     vectors = model.item_vectors(content[torch.as_tensor(items)].to(device))
     predicted = model.heads[head](users, vectors).float().cpu().numpy()
     known = ~np.isnan(ratings)
