@@ -116,7 +116,7 @@ def train_ids_model(cfg: DictConfig, split: Split, item_ids: list[str], *, log, 
         result = train(
             model, split.train, features, entry.factory(options), ids_cfg,
             accelerator=accelerator,
-            validate=lambda m: evaluate_cases(scorer_of(m), split.validation, list(cfg.eval.ks), seed=int(cfg.seed)),
+            validate=lambda m: evaluate_cases(scorer_of(m), split.validation, list(cfg.eval.ks), seed=int(cfg.seed), repeats=cfg.eval.repeats),
             log=TaggedLog(log, "ids"),
             progress=progress,
         )

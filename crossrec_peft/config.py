@@ -116,6 +116,10 @@ class EvalConfig:
     # null: full ranking only. A number (the literature's 100): also rank each target among that many
     # sampled items, reported apart and labelled, since it overstates quality (docs/metrics.md).
     sampled_negatives: Optional[int] = None
+    # A target already in the user's history (a repeat purchase): "allow" lets it be found (the target is
+    # never masked); "miss" masks every history item, so a repeat counts as a miss: the standard protocol of
+    # RecBole, VQ-Rec and IISAN, for figures comparable with published ones (docs/metrics.md).
+    repeats: str = "allow"
     # The cold-start slice: test targets with at most this many training interactions.
     cold_start_max: int = 5
     # Upper bounds of the history-length buckets of the report (2, 5, 10, 20: 1-2, 3-5, 6-10, 11-20, 21+).
@@ -338,6 +342,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"'eval.baselines': unknown baseline '{unknown[0]}'.{did_you_mean(unknown[0], BASELINES)} Known: {', '.join(BASELINES)}.")
     if cfg.eval.sampled_negatives is not None and cfg.eval.sampled_negatives <= 0:
         raise ConfigError(f"'eval.sampled_negatives' must be null or positive, got {cfg.eval.sampled_negatives}.")
+    if cfg.eval.repeats not in ("allow", "miss"):
+        raise ConfigError(f"'eval.repeats' must be 'allow' or 'miss', got {cfg.eval.repeats!r}.{did_you_mean(str(cfg.eval.repeats), ['allow', 'miss'])}")
     if cfg.eval.cold_start_max < 0:
         raise ConfigError(f"'eval.cold_start_max' must be at least 0, got {cfg.eval.cold_start_max}.")
     edges = list(cfg.eval.history_buckets)

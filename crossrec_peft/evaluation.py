@@ -1,8 +1,13 @@
 """Full-ranking evaluation over the whole catalog, for the model and the baselines in the same run.
 
-For each user the scores of the items already in the user's history are set to -inf (the target itself is
-never excluded, so a repeat purchase can still be found), then the metrics of `metrics.py` are averaged
-over users. Optionally (`eval.sampled_negatives`) the target is also ranked against that many sampled
+For each user the scores of the items already in the user's history are set to -inf, then the metrics of
+`metrics.py` are averaged over users. Whether a target that is already in the history (a repeat purchase)
+can be found is the protocol's choice, `repeats`:
+
+- ``allow``: the target itself is never excluded, so a repeat can be found (a content model is flattered:
+  the repeated item is the one nearest its own history);
+- ``miss``: every history item is excluded, the target too, so a repeated target counts as a miss: the
+  standard protocol of RecBole, VQ-Rec and IISAN, for figures that can be held against published ones. Optionally (`eval.sampled_negatives`) the target is also ranked against that many sampled
 items only: a number reported apart and labelled, because it overstates quality (docs/metrics.md).
 
 `TestEvaluation` evaluates every system of a run on the same test cases with the same tie-breaking and the
@@ -24,6 +29,7 @@ from .metrics import coverage, exclude, ranking_metrics, target_ranks, top_items
 from .model.two_tower import TwoTowerModel
 
 Scorer = Callable[[list[np.ndarray]], torch.Tensor]  # histories of a block of users -> scores [users, items]
+REPEATS = ("allow", "miss")  # the protocols for a target already in the history (module docstring)
 
 
 @torch.no_grad()
@@ -129,13 +135,19 @@ class CaseResults:
         return {n: float(v[selected].mean()) for n, v in self.values.items()}
 
 
-def _history_exclusions(histories: list[np.ndarray], targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, cols) of every history item of a block of users except the user's own target."""
+def _history_exclusions(histories: list[np.ndarray], targets: np.ndarray, repeats: str = "allow") -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the history items of a block of users to exclude from ranking: every one with
+    `repeats="miss"`, every one except the user's own target with `repeats="allow"`."""
+    if repeats not in REPEATS:
+        raise ValueError(f"repeats must be one of {REPEATS}, got {repeats!r}")
     if not histories:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     rows = np.concatenate([np.full(len(h), r) for r, h in enumerate(histories)])
     cols = np.concatenate(histories).astype(np.int64)
-    keep = cols != np.repeat(targets, [len(h) for h in histories])
+    if repeats == "miss":
+        keep = np.ones(len(cols), dtype=bool)
+    else:
+        keep = cols != np.repeat(targets, [len(h) for h in histories])
     return torch.as_tensor(rows[keep], dtype=torch.long), torch.as_tensor(cols[keep], dtype=torch.long)
 
 
@@ -162,10 +174,12 @@ def rank_cases(
     batch_size: int = 512,
     seed: int = 0,
     sampled_negatives: int | None = None,
+    repeats: str = "allow",
 ) -> tuple[CaseResults, CaseResults | None]:
     """Per-case full-ranking metrics (and coverage@k) of a scorer; with `sampled_negatives`, also the
     per-case metrics of ranking the target among that many sampled items (None otherwise). The seed fixes
-    tie-breaking and the sampled items, identically for every system evaluated on the same cases."""
+    tie-breaking and the sampled items, identically for every system evaluated on the same cases. `repeats`:
+    the protocol for targets already in the history (module docstring)."""
     ks = list(ks)
     ties = torch.Generator().manual_seed(seed)
     sampling = torch.Generator().manual_seed(seed + 1)
@@ -177,7 +191,7 @@ def rank_cases(
         histories = cases.histories[start : start + batch_size]
         targets = torch.as_tensor(cases.targets[start : start + batch_size], dtype=torch.long)
         scores = scorer(histories).float()
-        rows, cols = _history_exclusions(histories, targets.numpy())
+        rows, cols = _history_exclusions(histories, targets.numpy(), repeats)
         exclude(scores, rows, cols)
         for name, v in ranking_metrics(target_ranks(scores, targets, ties), ks).items():
             full.setdefault(name, []).append(v)
@@ -198,10 +212,10 @@ def rank_cases(
 
 
 def evaluate_cases(
-    scorer: Scorer, cases: EvalCases, ks: Sequence[int], *, batch_size: int = 512, seed: int = 0
+    scorer: Scorer, cases: EvalCases, ks: Sequence[int], *, batch_size: int = 512, seed: int = 0, repeats: str = "allow"
 ) -> dict[str, float]:
     """Full-ranking metrics averaged over the cases, and coverage@k."""
-    return rank_cases(scorer, cases, ks, batch_size=batch_size, seed=seed)[0].summary()
+    return rank_cases(scorer, cases, ks, batch_size=batch_size, seed=seed, repeats=repeats)[0].summary()
 
 
 def history_buckets(lengths: np.ndarray, edges: Sequence[int]) -> tuple[np.ndarray, list[str]]:
@@ -236,8 +250,10 @@ class HeldOutEvaluation:
         cold_start_max: int = 5,
         history_edges: Sequence[int] = (2, 5, 10, 20),
         domain_metrics: Callable[[Scorer], dict[str, float]] | None = None,
+        repeats: str = "allow",
     ):
         self.cases, self.ks, self.seed, self.batch_size = cases, list(ks), seed, batch_size
+        self.repeats = repeats
         # The domain's extra metrics of each system (e.g. finance's suitability check), on the same cases.
         self.domain_metrics = domain_metrics
         self.domain_results: dict[str, dict[str, float]] = {}
@@ -252,7 +268,8 @@ class HeldOutEvaluation:
     def run(self, system: str, scorer: Scorer) -> dict[str, float]:
         """Evaluate one system; returns its full-ranking summary."""
         full, sampled = rank_cases(
-            scorer, self.cases, self.ks, batch_size=self.batch_size, seed=self.seed, sampled_negatives=self.sampled_negatives
+            scorer, self.cases, self.ks, batch_size=self.batch_size, seed=self.seed,
+            sampled_negatives=self.sampled_negatives, repeats=self.repeats,
         )
         self.full[system] = full
         if sampled is not None:
@@ -261,6 +278,10 @@ class HeldOutEvaluation:
             self.domain_results[system] = self.domain_metrics(scorer)
         return full.summary()
 
+    def repeat_cases(self) -> int:
+        """How many cases' target is already in their history (what `repeats` decides about)."""
+        return int(sum(int(t in set(h.tolist())) for h, t in zip(self.cases.histories, self.cases.targets)))
+
     def report(self) -> dict[str, Any]:
         """The report.json sections `metrics`, `sampled`, `cold_start`, `by_history` and `domain_metrics`
         (docs/report-schema.md)."""
@@ -268,6 +289,7 @@ class HeldOutEvaluation:
         counts = np.bincount(self.bucket, minlength=len(self.bucket_labels))
         present = [i for i, c in enumerate(counts) if c > 0]
         return {
+            "protocol": {"repeats": self.repeats, "repeat_cases": self.repeat_cases()},
             "metrics": {s: r.summary() for s, r in self.full.items()},
             "sampled": {
                 "negatives": self.sampled_negatives,

@@ -14,7 +14,7 @@ from .config import component, to_yaml
 from .data import load_data, make_split
 from .data.domains import get_domain
 from .data.source import model_fields
-from .baselines import run_baselines, untuned_scorer
+from .baselines import itemknn_scorer, popularity_scorer, run_baselines, untuned_scorer
 from .evaluation import HeldOutEvaluation, encode_catalog, evaluate_cases, model_scorer
 from .methods.base import count_parameters
 from .model import build_model
@@ -85,7 +85,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
 
     def evaluate_model(m, cases, desc):
         content = encode_catalog(m, features, num_items, bs, progress=progress, desc=desc)
-        return evaluate_cases(model_scorer(m, content, max_history), cases, ks, seed=cfg.seed)
+        return evaluate_cases(model_scorer(m, content, max_history), cases, ks, seed=cfg.seed, repeats=cfg.eval.repeats)
 
     domain_metrics = None
     domain = get_domain(cfg.domain)
@@ -97,11 +97,24 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
     held_out = HeldOutEvaluation(
         split.test, split.train_item_counts(num_items), ks, seed=cfg.seed, sampled_negatives=cfg.eval.sampled_negatives,
         cold_start_max=cfg.eval.cold_start_max, history_edges=list(cfg.eval.history_buckets),
-        domain_metrics=domain_metrics,
+        domain_metrics=domain_metrics, repeats=cfg.eval.repeats,
     )
+    # The cheap baselines on the validation split too, before training: the yardstick the model's validation
+    # scores are read against (a tuned model below its own untuned backbone is reported plainly).
+    validation_baselines = {}
+    if "popularity" in cfg.eval.baselines:
+        validation_baselines["popularity"] = popularity_scorer(split.train_item_counts(num_items))
+    if "itemknn" in cfg.eval.baselines:
+        validation_baselines["itemknn"] = itemknn_scorer(split.train, num_items)
     if "untuned" in cfg.eval.baselines:  # before training: the untrained model's zero-shot embeddings
-        untuned = held_out.run("untuned", untuned_scorer(model, features, num_items, bs, max_history, progress=progress))
+        zero_shot = untuned_scorer(model, features, num_items, bs, max_history, progress=progress)
+        untuned = held_out.run("untuned", zero_shot)
         log.write({"epoch": 0, "split": "test", "system": "untuned", **untuned})
+        validation_baselines["untuned"] = zero_shot
+    validation_of_baselines = {}
+    for system, scorer in validation_baselines.items():
+        validation_of_baselines[system] = evaluate_cases(scorer, split.validation, ks, seed=cfg.seed, repeats=cfg.eval.repeats)
+        log.write({"epoch": 0, "split": "validation", "system": system, **validation_of_baselines[system]})
     parent = None
     if cfg.init_from:  # continued tuning: after the untuned baseline, which stays the backbones' own embeddings
         parent = init_from_package(model, cfg.init_from, cfg)
@@ -145,6 +158,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
         "adapter_dir": str(adapter_dir) if adapter_dir else None,
         "split": split.kind,
         "split_detail": split.describe(),
+        "protocol": evaluated["protocol"],
         "metrics": metrics,
         "objective_metrics": objective_metrics,
         "baselines": list(cfg.eval.baselines),
@@ -153,7 +167,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
         "cold_start": evaluated["cold_start"],
         "by_history": evaluated["by_history"],
         "domain_metrics": evaluated["domain_metrics"],
-        "validation": {"model": result.best_validation},
+        "validation": {"model": result.best_validation, **validation_of_baselines},
         "params": {"trainable": trainable, "total": total, "share": trainable / total},
         "adapter_bytes": adapter_bytes,
         "backbone_bytes": backbone_bytes,

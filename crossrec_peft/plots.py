@@ -80,7 +80,9 @@ def plot_training(records: Sequence[dict], path: Path) -> Path | None:
         rows = [r for r in validation if r.get("system", "model") == system]
         for metric in VALIDATION_METRICS:
             points = [(r["epoch"], r[metric]) for r in rows if metric in r]
-            if points:
+            if len(points) == 1 and points[0][0] == 0:  # a baseline, measured once before training: a level
+                right.axhline(points[0][1], linestyle="--", linewidth=1, label=f"{system}: {metric}")
+            elif points:
                 x, y = zip(*points)
                 right.plot(x, y, marker="o", label=f"{system}: {metric}")
     right.set(title="validation", xlabel="epoch", ylabel="metric")

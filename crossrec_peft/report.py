@@ -98,6 +98,30 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
+def protocol_line(report: dict[str, Any]) -> str:
+    """How a target already in the history was counted (reports before the option have no `protocol`)."""
+    protocol = report.get("protocol") or {"repeats": "allow"}
+    count = protocol.get("repeat_cases")
+    cases = f" ({count:,} test cases are repeats)" if count is not None else ""
+    if protocol["repeats"] == "miss":
+        return f"repeats counted as misses: every history item is excluded, the target too{cases}; the standard protocol"
+    return f"repeats allowed: history items are excluded except the user's own target{cases}"
+
+
+def below_untuned(report: dict[str, Any]) -> str | None:
+    """A plain sentence when the tuned model's best validation NDCG@10 is below the untuned backbone's on the
+    same validation cases (fine-tuning made the recommendations worse), else None."""
+    validation = report.get("validation") or {}
+    model, untuned = validation.get("model", {}).get("ndcg@10"), validation.get("untuned", {}).get("ndcg@10")
+    if model is None or untuned is None or model >= untuned:
+        return None
+    return (
+        f"Fine-tuning made validation worse: the tuned model's best validation NDCG@10 {model:.4f} is below the "
+        f"untuned backbone's {untuned:.4f} ({100 * (model / untuned - 1):+.1f}%). The untuned backbone would "
+        "recommend better; see docs/training.md for what to try."
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     order = systems(report)
     model = report["metrics"]["model"]
@@ -107,7 +131,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"# Run `{report['name']}` ({report['domain']})",
         "",
         f"Test split ({split}): full ranking over all {report['data']['items']:,} items for "
-        f"{report.get('split_detail', {}).get('test_cases', report['data']['users']):,} users; items already in a user's history are excluded, ties broken by a "
+        f"{report.get('split_detail', {}).get('test_cases', report['data']['users']):,} users; {protocol_line(report)}; ties broken by a "
         "seeded random draw. Metric formulas: docs/metrics.md.",
         "",
         "## Model and baselines",
@@ -123,6 +147,17 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"![model and baselines]({plots['systems']})"]
 
     lines += ["", "## Before and after fine-tuning", ""]
+    warning = below_untuned(report)
+    if warning:
+        lines += [f"**{warning}**", ""]
+    validation = {k: v for k, v in (report.get("validation") or {}).items() if v}
+    if len(validation) > 1:
+        lines += [
+            "Validation split (the model at its best epoch; the baselines before training):",
+            "",
+            *_system_table(validation, [s for s in order if s in validation], [n for n in ("recall@10", "ndcg@10") if n in model]),
+            "",
+        ]
     untuned = report["metrics"].get("untuned")
     if untuned:
         lines += [
@@ -251,6 +286,10 @@ def print_summary(report: dict[str, Any]) -> None:
         table.add_row(system, *row)
     console = Console()
     console.print(table)
+    console.print(f"protocol: {protocol_line(report)}")
+    warning = below_untuned(report)
+    if warning:
+        console.print(f"[bold red]{warning}[/]")
     p = report["params"]
     console.print(
         f"trainable parameters: {p['trainable']:,} / {p['total']:,} ({100 * p['share']:.2f}%)   "

@@ -37,6 +37,7 @@ def test_overrides_are_dotted_and_typed():
         ("eval.ks=[5,20]", "must include 10"),
         ("data.min_interactions=2", "at least 3"),
         ("train.mixed_precision=fp8", "mixed_precision"),
+        ("eval.repeats=mis", "Did you mean 'miss'?"),
     ],
 )
 def test_bad_values_name_the_key(override, expected):

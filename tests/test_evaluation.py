@@ -135,3 +135,56 @@ def test_held_out_slices_are_means_over_their_cases():
         mask = (lengths >= low) & (lengths <= high)
         assert count == mask.sum()
         assert by["metrics"]["a"][label]["ndcg@10"] == pytest.approx(ndcg[mask].mean())
+
+
+@pytest.mark.parametrize("repeats", ["allow", "miss"])
+def test_repeats_protocol_matches_brute_force(repeats):
+    """A third of the targets are repeats (already in the history). Reference written from the definitions:
+    rank among the unmasked items; with `miss` a repeated target is masked, so it is never in a top-k."""
+    rng = np.random.default_rng(11)
+    items, users = 25, 60
+    histories = [rng.choice(items, size=int(rng.integers(1, 7)), replace=False) for _ in range(users)]
+    targets = np.array([h[0] if u % 3 == 0 else int(rng.integers(items)) for u, h in enumerate(histories)])
+    cases = EvalCases(histories, targets)
+    table = rng.normal(size=(users, items))
+    offset = {"at": 0}
+
+    def scorer(block_histories):
+        block = table[offset["at"] : offset["at"] + len(block_histories)]
+        offset["at"] += len(block_histories)
+        return torch.tensor(block)
+
+    got = evaluate_cases(scorer, cases, [5, 10], batch_size=16, repeats=repeats)
+    expected = {f"{m}@{k}": 0.0 for m in ("recall", "ndcg", "mrr") for k in (5, 10)}
+    repeated = 0
+    for row, (history, target) in enumerate(zip(histories, targets)):
+        seen = set(history.tolist())
+        repeated += target in seen
+        if repeats == "miss" and target in seen:
+            continue  # a miss: contributes 0 to every metric
+        rank = sum(1 for i in range(items) if i not in seen and i != target and table[row, i] > table[row, target])
+        for k in (5, 10):
+            if rank < k:
+                expected[f"recall@{k}"] += 1 / users
+                expected[f"ndcg@{k}"] += 1 / np.log2(rank + 2) / users
+                expected[f"mrr@{k}"] += 1 / (rank + 1) / users
+    assert repeated >= users // 3  # the cases really contain repeats
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-9), name
+    evaluation = HeldOutEvaluation(cases, np.ones(items), [10], repeats=repeats)
+    offset["at"] = 0
+    evaluation.run("table", scorer)
+    report = evaluation.report()
+    assert report["protocol"] == {"repeats": repeats, "repeat_cases": repeated}
+    assert report["metrics"]["table"]["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-9)
+
+
+def test_miss_never_scores_above_allow_and_unknown_protocol_is_refused():
+    rng = np.random.default_rng(2)
+    cases = random_cases(rng, 40, 20)
+    table = torch.tensor(rng.normal(size=(40, 20)))
+    allow = evaluate_cases(lambda h: table[: len(h)], cases, [10], batch_size=64, repeats="allow")
+    miss = evaluate_cases(lambda h: table[: len(h)], cases, [10], batch_size=64, repeats="miss")
+    assert miss["ndcg@10"] <= allow["ndcg@10"]
+    with pytest.raises(ValueError, match="repeats"):
+        evaluate_cases(lambda h: table[: len(h)], cases, [10], repeats="sometimes")

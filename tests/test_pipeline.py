@@ -54,6 +54,24 @@ def test_report_schema(tiny_run):
     assert on_disk["train_seconds"] > 0 and on_disk["best_epoch"] in (1, 2)
     assert on_disk["data"]["users"] == 80 and on_disk["data"]["items"] == 120
     assert "Before and after fine-tuning" in (run_dir / "report.md").read_text()
+    assert on_disk["protocol"]["repeats"] == "allow" and "repeats allowed" in (run_dir / "report.md").read_text()
+
+
+def test_baselines_are_measured_on_validation_before_training(tiny_run):
+    cfg, run_dir, report = tiny_run
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    before = {r["system"]: r for r in records if r.get("split") == "validation" and r["epoch"] == 0}
+    assert set(before) == {"untuned", "popularity", "itemknn"}
+    assert set(report["validation"]) == {"model", "untuned", "popularity", "itemknn"}
+    for system, values in before.items():
+        assert report["validation"][system] == {k: v for k, v in values.items() if k not in ("epoch", "split", "system")}
+    # the same validation cases as the model's: popularity's value is reproducible from the split alone
+    from crossrec_peft.baselines import popularity_scorer
+
+    data = load_data(cfg)
+    split = leave_one_out(data.sequences)
+    again = evaluate_cases(popularity_scorer(split.train_item_counts(len(data.item_ids))), split.validation, list(cfg.eval.ks), seed=cfg.seed)
+    assert again == report["validation"]["popularity"]
 
 
 def test_package_reproduces_reported_metrics(tiny_run):

@@ -126,3 +126,20 @@ def test_run_labels_stay_unique():
 
     labels = run_labels([Path("x/a"), Path("y/a"), Path("b")], [{"name": "r"}, {"name": "r"}, {"name": "q"}])
     assert labels == ["r (a) #1", "r (a) #2", "q"]
+
+
+
+@pytest.mark.parametrize(
+    "model, untuned, warned",
+    [(0.030, 0.040, True), (0.050, 0.040, False), (0.040, 0.040, False), (0.030, None, False)],
+)
+def test_report_says_plainly_when_tuning_lost_to_the_untuned_backbone(model, untuned, warned):
+    from crossrec_peft.report import below_untuned
+
+    validation = {"model": {"ndcg@10": model}}
+    if untuned is not None:
+        validation["untuned"] = {"ndcg@10": untuned}
+    warning = below_untuned({"validation": validation})
+    assert (warning is not None) == warned
+    if warned:
+        assert f"{model:.4f}" in warning and f"{untuned:.4f}" in warning and "-25.0%" in warning
