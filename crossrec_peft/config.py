@@ -133,6 +133,20 @@ class ExportConfig:
 
 
 @dataclass
+class SweepConfig:
+    # `crossrec-peft sweep` (docs/training.md): dotted config key -> a range to search, one of
+    #   {type: float, low: 1e-4, high: 1e-2, log: true}, {type: int, low: 4, high: 20, step: 4},
+    #   {type: categorical, choices: [mean, attention]}
+    space: Dict[str, Any] = field(default_factory=dict)
+    # What a trial is judged by: this validation metric of the model's best epoch (never the test split).
+    metric: str = "ndcg@10"
+    # Median pruning: a trial stops when its validation metric after an epoch is below the median of the
+    # earlier trials' at that epoch, once this many trials have finished and from this epoch on.
+    prune_after_trials: int = 2
+    prune_from_epoch: int = 1
+
+
+@dataclass
 class Config:
     description: str = ""
     name: str = "run"
@@ -146,6 +160,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def _keys_at(schema: DictConfig, dotted: str) -> list[str]:
@@ -212,6 +227,11 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
                         f"{did_you_mean(parts[2], list(cfg.model.modalities))} Modalities: {', '.join(cfg.model.modalities)}."
                     )
                 dropped.append(parts[2])
+                continue
+            if key == "sweep.space":  # a whole search space replaces the recipe's (merged, it would keep
+                # OmegaConf's own YAML reading: 1e-4 is a float there, a string to plain YAML 1.1
+                parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"space={value}"]))["space"]
+                replaced.append((key, parsed or {}))  # dimensions the user did not name)
                 continue
             node = OmegaConf.select(cfg, key, default=None)
             if isinstance(node, DictConfig) and "name" in node:

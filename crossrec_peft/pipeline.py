@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig
 
@@ -44,7 +44,16 @@ def catalog_features(model, data, cfg: DictConfig) -> dict:
     return model.featurize(data.columns(model_fields(cfg)), data.feature_context(cfg.data.on_bad_image))
 
 
-def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary: bool = True) -> dict[str, Any]:
+def run(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    summary: bool = True,
+    on_validation: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """`on_validation(epoch, metrics)` is called after each epoch's validation (the sweep's pruning hook;
+    an exception it raises stops the run)."""
     from accelerate.utils import set_seed
     from rich.console import Console
 
@@ -121,10 +130,19 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary:
         content = encode_catalog(model, features, num_items, bs, progress=progress, desc="parent: encode items")
         log.write({"epoch": 0, "split": "test", "system": "parent", **held_out.run("parent", model_scorer(model, content, max_history))})
 
+    epochs_validated = [0]
+
+    def validate(m):
+        metrics = evaluate_model(m, split.validation, "validation: encode items")
+        epochs_validated[0] += 1
+        if on_validation is not None:
+            on_validation(epochs_validated[0], metrics)
+        return metrics
+
     result = train(
         model, split.train, features, objective, cfg,
         accelerator=accelerator,
-        validate=lambda m: evaluate_model(m, split.validation, "validation: encode items"),
+        validate=validate,
         log=log,
         progress=progress,
         checkpoint_dir=run_dir / "checkpoints",

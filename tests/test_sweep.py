@@ -1,0 +1,108 @@
+"""`crossrec-peft sweep` on the tiny BERT: the recipe's own setting first, median pruning, a study that
+continues after a kill, the best overrides printed as a command that loads, and a malformed space refused."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+from crossrec_peft import recipes
+from crossrec_peft.cli import main
+from crossrec_peft.config import load_config
+from crossrec_peft.errors import ConfigError
+from crossrec_peft.sweep import parse_space, run_sweep
+from tests.conftest import tiny_overrides
+
+# lr 1e-9 learns nothing: after epoch 1 it is below the recipe's own lr (0.005 here), so the median rule
+# (prune_after_trials=1: judged against the first, finished trial) prunes it.
+SPACE = "sweep.space={train.lr: {type: categorical, choices: [0.005, 1e-9]}}"
+
+
+def sweep_overrides(tiny_bert):
+    return [*tiny_overrides(tiny_bert, **{"train.epochs": 2, "train.lr": 0.005, "model.modalities.image": "null"}), SPACE, "sweep.prune_after_trials=1"]
+
+
+def test_sweep_prunes_resumes_and_prints_loadable_best(tiny_bert, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    overrides = sweep_overrides(tiny_bert)
+    first = run_sweep(recipes.path("ecommerce"), overrides, out, trials=2, name="ecommerce", progress=False, enqueue=[{"train.lr": 1e-9}])
+    states = [t["state"] for t in first["trials"]]
+    assert states == ["complete", "pruned"]
+    assert first["trials"][0]["overrides"] == ["train.lr=0.005"]  # the recipe's own setting comes first
+    # the pruned run stopped at a validation: it never reached the test split or the report
+    assert (out / "trial-000" / "report.json").is_file() and not (out / "trial-001" / "report.json").exists()
+    assert (out / "study.db").is_file() and (out / "sweep.png").is_file()
+    assert json.loads((out / "sweep.json").read_text())["trials"] == first["trials"]
+
+    # A sweep killed mid-trial leaves a RUNNING trial in the study: the next run marks it failed, keeps
+    # the finished trials as they were and runs only what is missing.
+    study = optuna.load_study(study_name="ecommerce", storage=f"sqlite:///{out.resolve() / 'study.db'}")
+    study.ask()
+    again = run_sweep(recipes.path("ecommerce"), overrides, out, trials=3, name="ecommerce", progress=False)
+    assert again["trials"][:2] == first["trials"]
+    assert [t["state"] for t in again["trials"]][2:] in (["fail", "complete"], ["fail", "pruned"])
+    finished = [t for t in again["trials"] if t["state"] in ("complete", "pruned")]
+    assert len(finished) == 3
+
+    best = again["best"]
+    assert best["value"] == max(t["value"] for t in again["trials"] if t["state"] == "complete")
+    assert best["overrides"] == ["train.lr=0.005"]
+    # the printed command reruns the best setting: its overrides load as a config
+    assert again["command"].startswith("crossrec-peft recipe ecommerce ") and "sweep." not in again["command"]
+    cfg = load_config(recipes.path("ecommerce"), [*tiny_overrides(tiny_bert), *best["overrides"]], name="ecommerce")
+    assert cfg.train.lr == 0.005
+
+    # the command on a finished study runs nothing more and prints the table, the best trial and its command
+    capsys.readouterr()
+    assert main(["sweep", "ecommerce", *overrides, "--trials", "3", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"best: trial {best['number']}" in printed and "rerun it: crossrec-peft recipe ecommerce" in printed
+    assert len(json.loads((out / "sweep.json").read_text())["trials"]) == 4
+
+
+@pytest.mark.parametrize(
+    "space, expected",
+    [
+        ({"train.lr": {"type": "floaty", "low": 1, "high": 2}}, "Did you mean 'float'?"),
+        ({"train.lr": {"type": "float", "low": 0.1, "high": 0.01}}, "'low' < 'high'"),
+        ({"train.lr": {"type": "float", "low": 0, "high": 0.01, "log": True}}, "log range needs 'low' > 0"),
+        ({"train.lr": {"type": "float", "low": 0.001, "high": 0.01, "lgo": True}}, "unknown field 'lgo'"),
+        ({"model.user_encoder.name": {"type": "categorical", "choices": ["mean"]}}, "at least two values"),
+        ({"train.lr": 0.01}, "must be a mapping"),
+    ],
+)
+def test_malformed_space_names_the_key(space, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_space(space)
+    assert expected in str(err.value) and "sweep.space." in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("sweep.space={train.lrr: {type: float, low: 0.001, high: 0.01}}", "Did you mean 'lr'?"),
+        ("sweep.space={model.user_encoder.name: {type: categorical, choices: [mean, atention]}}", "Did you mean 'attention'?"),
+        ("sweep.metric=ndcg@7", "'sweep.metric'"),
+        ("sweep.space={}", "declares no search space"),
+    ],
+)
+def test_sweep_command_refuses_bad_space_before_any_trial(tmp_path, capsys, override, expected):
+    out = tmp_path / "sweep"
+    code = main(["sweep", "ecommerce", override, "--trials", "1", "--out", str(out)])
+    assert code == 2
+    assert expected in capsys.readouterr().err
+    assert not (out / "study.db").exists()
+
+
+@pytest.mark.parametrize("name", [n for n in recipes.names() if load_config(recipes.path(n), name=n).sweep.space])
+def test_every_shipped_sweep_space_loads_at_its_bounds(name):
+    from omegaconf import OmegaConf
+
+    from crossrec_peft.sweep import check_space
+
+    cfg = load_config(recipes.path(name), name=name)
+    dims = parse_space(OmegaConf.to_container(cfg.sweep.space))
+    check_space(recipes.path(name), [], dims, name)
+    assert all(d.contains(OmegaConf.select(cfg, d.key)) for d in dims), "the recipe's own setting is its first trial"
