@@ -10,7 +10,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig
 
 from . import registry
-from .config import component, to_yaml
+from .config import component
 from .data import load_data, make_split
 from .data.domains import get_domain
 from .data.source import model_fields
@@ -22,6 +22,7 @@ from .objectives import objective_context
 from .package import export_package, init_from_package
 from .report import print_summary, write_report
 from .checkpoint import find_resumable
+from .rundir import check_run_dir, start_run_dir
 from .train import MetricsLog, make_accelerator, train
 
 
@@ -64,13 +65,10 @@ def run(
     set_seed(cfg.seed)
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process  # under `accelerate launch` only the main process writes files
-    # Checked before anything is written: a refused resume leaves the run directory as it was.
+    # Checked before anything is written: a refused resume, or a finished run in the way, leaves the run
+    # directory as it was (rundir.py). Nothing is written there until every input below has been checked.
+    check_run_dir(run_dir, resume=bool(cfg.train.resume))
     resume = find_resumable(run_dir, cfg, accelerator.num_processes) if cfg.train.resume else None
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
     console.print(f"[bold]{cfg.name}[/]: loading data ({cfg.data.path or f'{cfg.domain} demo catalog'})")
     data = load_data(cfg)
     split = make_split(data, cfg.data)
@@ -102,6 +100,15 @@ def run(
         domain_metrics, why_not = domain.extra_metrics(data, split, ks, seed=cfg.seed)
         if domain_metrics is None:
             console.print(f"  [yellow]{domain.name} metrics left out[/]: {why_not}")
+    if cfg.init_from:  # the parent package is checked (files, hashes) before the run starts; loaded below
+        from .hub import resolve
+        from .package import verify_package
+
+        verify_package(resolve(cfg.init_from))
+    # Every input is loaded and checked: the run starts, and only now writes into its directory.
+    if main:
+        start_run_dir(run_dir, cfg)
+    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
     # Every system is evaluated on the same test cases, tie-breaking and sampled negatives (evaluation.py).
     held_out = HeldOutEvaluation(
         split.test, split.train_item_counts(num_items), ks, seed=cfg.seed, sampled_negatives=cfg.eval.sampled_negatives,

@@ -4,8 +4,9 @@
     interactions.{parquet,jsonl,csv}  user_id, item_id, optional timestamp (file order otherwise)
     users.{parquet,jsonl,csv}         optional: user_id and attributes (e.g. a risk profile), one row per user
 
-Tables are read with `datasets` (Arrow, memory-mapped). Every problem is reported with the file, the row
-(line for JSONL/CSV) and the field; nothing is dropped silently and the files are never modified.
+Tables are read by tables.py into Arrow (Parquet memory-mapped through `datasets`; ids always as text).
+Every problem is reported with the file, the row (line for JSONL/CSV) and the field; nothing is dropped
+silently and the files are never modified.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
-
-FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+from .tables import FORMATS, find_table, read_table, where as _where  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -65,46 +65,8 @@ class RecData:
         }
 
 
-def _where(path: Path, row: int) -> str:
-    """Human location of a 0-based data row."""
-    kind = FORMATS[path.suffix]
-    if kind == "json":
-        return f"{path}, line {row + 1}"
-    if kind == "csv":
-        return f"{path}, line {row + 2}"  # after the header
-    return f"{path}, row {row + 1}"
-
-
 def _and_more(count: int, what: str) -> str:
     return f" ({count} more {what})" if count > 0 else ""
-
-
-def find_table(directory: Path, stem: str) -> Path:
-    found = [directory / f"{stem}{ext}" for ext in FORMATS if (directory / f"{stem}{ext}").is_file()]
-    if not found:
-        raise DataError(
-            f"{directory}: no {stem} table. Expected one of {', '.join(stem + e for e in FORMATS)} "
-            f"(see docs/data.md for the standard layout)."
-        )
-    if len(found) > 1:
-        raise DataError(f"{directory}: several {stem} tables ({', '.join(p.name for p in found)}): keep exactly one.")
-    return found[0]
-
-
-def read_table(path: Path):
-    import datasets
-
-    datasets.disable_progress_bars()
-    try:
-        kind = FORMATS[path.suffix]
-        if kind == "parquet":
-            return datasets.Dataset.from_parquet(str(path))
-        if kind == "json":
-            return datasets.Dataset.from_json(str(path))
-        return datasets.Dataset.from_csv(str(path))
-    except Exception as exc:
-        detail = str(exc).strip().splitlines()
-        raise DataError(f"{path}: cannot be read as {FORMATS[path.suffix].upper()}: {detail[0] if detail else type(exc).__name__}") from None
 
 
 def _require_columns(ds, path: Path, columns: Sequence[str], hint: str = "") -> None:
@@ -154,25 +116,43 @@ def _numbers(ds, path: Path, column: str) -> np.ndarray:
 
 
 def _timestamps(ds, path: Path) -> np.ndarray:
+    """Seconds per interaction. Each value is read on its own (docs/data.md): numbers (int or float, also
+    written as text) are seconds or positions, text that is not a number is ISO 8601; one file may mix them.
+    An empty or unparsable value is named by its own line and value."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    raw = ds.data.column("timestamp").to_pandas()
-    if pd.api.types.is_numeric_dtype(raw):
-        values = raw.to_numpy(dtype="float64")
+    column = ds.data.column("timestamp")
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):  # Parquet datetimes
+        seconds = pc.cast(pc.cast(column, pa.timestamp("us", tz="UTC")), pa.int64()).to_numpy(zero_copy_only=False) / 1e6
+        values = np.asarray(pc.is_null(column).to_numpy(zero_copy_only=False), dtype=bool)
+        values = np.where(values, np.nan, seconds)
+        raw = None
     else:
-        numbers = pd.to_numeric(raw, errors="coerce")
-        if numbers.notna().all():  # numbers written as strings (CSV, JSON)
-            values = numbers.to_numpy(dtype="float64")
+        raw = column.to_pandas()
+        if pd.api.types.is_bool_dtype(raw) or not (pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_object_dtype(raw) or pd.api.types.is_string_dtype(raw)):
+            raise DataError(f"{path}, field 'timestamp': values of type {column.type} are not times; use numbers or ISO 8601 text.")
+        if pd.api.types.is_numeric_dtype(raw):
+            values = raw.to_numpy(dtype="float64")
         else:
-            parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
-            seconds = parsed.astype("int64").to_numpy() / 1e9
-            values = np.where(parsed.isna().to_numpy(), np.nan, seconds)
-    bad = np.flatnonzero(np.isnan(values))
+            text = raw.astype("string").str.strip()
+            values = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
+            rest = np.flatnonzero(np.isnan(values) & text.notna().to_numpy() & (text != "").fillna(False).to_numpy())
+            if len(rest):  # the values that are not numbers: ISO 8601 dates and times
+                parsed = pd.to_datetime(text.iloc[rest], errors="coerce", utc=True, format="ISO8601")
+                seconds = parsed.to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9
+                values[rest] = np.where(parsed.isna().to_numpy(), np.nan, seconds)
+    bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
-        raise DataError(
-            f"{_where(path, int(bad[0]))}, field 'timestamp': missing or unparsable value "
-            f"{raw.iloc[int(bad[0])]!r} (use numbers or ISO 8601).{_and_more(len(bad) - 1, 'rows have one')}"
-        )
+        r = int(bad[0])
+        value = None if raw is None else raw.iloc[r]
+        if value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip()) or value is pd.NA:
+            problem = "empty value (every interaction needs a time when the table has a timestamp column)"
+        else:
+            shown = value if isinstance(value, str) else (float(value) if isinstance(value, (float, np.floating)) else value)
+            problem = f"cannot read {str(shown)!r} as a time (use seconds as a number, or ISO 8601 such as 2024-01-31T09:00:00Z)"
+        raise DataError(f"{_where(path, r)}, field 'timestamp': {problem}.{_and_more(len(bad) - 1, 'rows have one')}")
     return values
 
 
@@ -185,7 +165,8 @@ def load_layout(directory: str | Path, fields: Sequence[str], *, min_interaction
 
     directory = Path(directory)
     if not directory.is_dir():
-        raise DataError(f"Data directory '{directory}' does not exist.")
+        what = "is a file, not a directory in the standard layout" if directory.exists() else "does not exist"
+        raise DataError(f"Data directory '{directory}' {what}.")
     items_path = find_table(directory, "items")
     inter_path = find_table(directory, "interactions")
 
