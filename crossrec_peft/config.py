@@ -326,6 +326,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"'{key}' must be positive, got {value}.")
     if m.temperature <= 0:
         raise ConfigError(f"'model.temperature' must be positive, got {m.temperature}.")
+    _check_ranges(cfg)
     if cfg.train.batch_size < 2:
         raise ConfigError("'train.batch_size' must be at least 2: in-batch negatives need other rows.")
     if not 0 <= cfg.train.warmup_ratio < 1:
@@ -371,6 +372,31 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"'eval.history_buckets' must be increasing positive lengths, got {edges}.")
     if cfg.eval.ids.dim <= 0 or cfg.eval.ids.epochs <= 0 or cfg.eval.ids.lr <= 0:
         raise ConfigError("'eval.ids.dim', 'eval.ids.epochs' and 'eval.ids.lr' must be positive.")
+
+
+# Numeric settings checked before anything is loaded (a negative learning rate used to surface only after
+# the data and model were built, as an optimizer crash). key -> (test, what it must be).
+RANGES = {
+    "train.lr": (lambda v: v > 0, "a positive number"),
+    "train.weight_decay": (lambda v: v >= 0, "0 or more"),
+    "train.patience": (lambda v: v >= 0, "0 or more (epochs without improvement before stopping)"),
+    "train.max_grad_norm": (lambda v: v >= 0, "0 (no clipping) or a positive number"),
+    "model.head_rank": (lambda v: v >= 1, "at least 1"),
+    "eval.ids.lr": (lambda v: v > 0, "a positive number"),
+    "sweep.prune_after_trials": (lambda v: v >= 0, "0 or more"),
+    "sweep.prune_from_epoch": (lambda v: v >= 1, "at least 1"),
+}
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    import math
+
+    for key, (ok, what) in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value) or not ok(value):
+            raise ConfigError(f"'{key}' must be {what}, got {value}.")
 
 
 def to_yaml(cfg: DictConfig) -> str:

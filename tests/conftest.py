@@ -23,6 +23,26 @@ def _isolated_cache(tmp_path_factory):
     quiet_libraries()
 
 
+def _checkout_outputs() -> dict[str, float]:
+    """Files under the checkout's default output places (runs/, the default comparison plot)."""
+    root = RECIPES.parent
+    found = {str(p): p.stat().st_mtime for p in (root / "runs").rglob("*") if p.is_file()} if (root / "runs").is_dir() else {}
+    for name in ("runs-comparison.png",):
+        if (root / name).is_file():
+            found[name] = (root / name).stat().st_mtime
+    return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _checkout_untouched():
+    """Tests never write into the checkout (a test running a recipe without --out used to rewrite
+    runs/ecommerce of the checkout it ran in)."""
+    before = _checkout_outputs()
+    yield
+    after = _checkout_outputs()
+    assert after == before, f"tests wrote into the checkout: {sorted(set(after.items()) ^ set(before.items()))[:5]}"
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer BERT with hidden size 32 and MiniLM's tokenizer, saved as safetensors."""

@@ -47,11 +47,13 @@ def test_user_errors_exit_2(args, expected, capsys):
 def test_bad_data_directory_exits_2(tmp_path, capsys):
     data = small_layout(tmp_path / "d")
     write_jsonl(data / "items.jsonl", [{"item_id": "i0", "title": "a", "category": "x", "image": "img/i0.png"}, {"item_id": "i0", "title": "b", "category": "y", "image": "img/i0.png"}])
-    assert main(["recipe", "ecommerce", f"data.path={data}", "--quiet"]) == 2
+    out = tmp_path / "run"  # never the checkout's runs/
+    assert main(["recipe", "ecommerce", f"data.path={data}", "--quiet", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "items.jsonl, line 2, field 'item_id': duplicate item id 'i0'" in err
-    assert main(["recipe", "ecommerce", f"data.path={tmp_path / 'missing'}", "--quiet"]) == 2
+    assert main(["recipe", "ecommerce", f"data.path={tmp_path / 'missing'}", "--quiet", "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()  # nothing is written before the inputs are checked
 
 
 def test_overrides_after_options(capsys):
