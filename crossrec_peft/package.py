@@ -9,7 +9,8 @@
       <modality>_tower.safetensors   a whole tower trained by the `full` method (e.g. the demo's image tower
                                      trained from scratch): not an adapter, so kept apart and sized apart
       crossrec.json                  manifest: format version, id, parent, config, backbones, data, metrics,
-                                     library versions, sha256 of every other file
+                                     library versions, sha256 of every other file, and package_sha256 over
+                                     the manifest itself (what integrity covers: manifest.py)
       README.md                      model card (Hugging Face Hub metadata + metrics table)
 
 Only safetensors are ever read; packages holding pickle files are refused. Export writes to a temporary
@@ -36,11 +37,12 @@ from safetensors.torch import load_file, save_file
 
 from .errors import PackageError
 from .fsutil import make_public, sha256
+from .manifest import canonical_sha256, check_listing, check_peft_configs, check_safetensors, check_schema, check_sealed
 from .model.build import build_model
 from .model.heads import build_head
 from .model.two_tower import TwoTowerModel
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "crossrec.json"
 WEIGHTS = "crossrec_weights.safetensors"
 TOWER_SUFFIX = "_tower.safetensors"
@@ -204,6 +206,7 @@ def export_package(
         manifest["id"] = package_id(manifest)
         write_model_card(tmp, manifest)
         manifest["files"]["README.md"] = sha256(tmp / "README.md")
+        manifest["package_sha256"] = canonical_sha256(manifest)  # last: covers every other field
         # Written last: a directory without its manifest is not a package, whatever else it holds.
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         make_public(tmp)
@@ -351,8 +354,18 @@ def _migrate_1_to_2(manifest: dict, directory: Path) -> dict:
     return out
 
 
+def _migrate_2_to_3(manifest: dict, directory: Path) -> dict:
+    """Version 3 added `package_sha256` (the manifest's own hash). A version-2 manifest has none, so edits to
+    it cannot be detected; everything else (schema, listed files and their sha256, unlisted files, readable
+    safetensors, peft configs against the manifest) is checked as for version 3."""
+    out = dict(manifest)
+    out["format_version"] = 3
+    out["package_sha256"] = None
+    return out
+
+
 # version -> function turning a manifest of that version into one of the next version.
-MIGRATIONS: dict[int, Callable[[dict, Path], dict]] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[dict, Path], dict]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -364,10 +377,15 @@ def read_manifest(directory: str | Path) -> dict:
     if not path.is_file():
         raise PackageError(f"{directory}: no {MANIFEST}; this is not a crossrec-peft adapter package.")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PackageError(f"{path}: not valid JSON ({exc}).") from None
+    if not isinstance(manifest, dict):
+        raise PackageError(f"{path}: must hold a JSON object, not a JSON {type(manifest).__name__}.")
     version = manifest.get("format_version")
+    if version == FORMAT_VERSION:  # the current format: checked as written, then against its own hash
+        check_schema(manifest, path)
+        check_sealed(manifest, path)
     if isinstance(version, int) and version > FORMAT_VERSION:
         raise PackageError(
             f"{path}: package format version {version} is newer than this crossrec-peft reads (format "
@@ -381,8 +399,12 @@ def read_manifest(directory: str | Path) -> dict:
                 f"{FORMAT_VERSION}) and no migration from it exists; re-export it with the crossrec-peft that wrote it "
                 f"or see {DOCS} (section 'Versions and migration')."
             )
-        manifest = migrate(manifest, directory)
+        try:
+            manifest = migrate(manifest, directory)
+        except (AttributeError, KeyError, TypeError, ValueError, OSError) as exc:
+            raise PackageError(f"{path}: a format-{version} manifest that cannot be read ({type(exc).__name__}: {exc}).") from None
         version = manifest["format_version"]
+        check_schema(manifest, path)  # migrated: the current format's shape
     return manifest
 
 
@@ -395,12 +417,15 @@ def verify_files(directory: Path, manifest: dict) -> None:
             f"{directory}: refusing a package with pickle files ({', '.join(pickles)}); pickle can run code when "
             "read, so crossrec-peft only loads safetensors. Remove those files or re-export the package."
         )
+    check_listing(directory, manifest)  # every file read is listed; no unlisted file besides documentation
     for rel, expected in manifest.get("files", {}).items():
         path = directory / rel
         if not path.is_file():
             raise PackageError(f"{directory}: file '{rel}' listed in {MANIFEST} is missing.")
         if sha256(path) != expected:
             raise PackageError(f"{path}: sha256 does not match {MANIFEST}; the file was modified or truncated.")
+    check_safetensors(directory, manifest)
+    check_peft_configs(directory, manifest)
 
 
 def verify_package(directory: str | Path) -> dict:
@@ -438,8 +463,34 @@ def load_weights(directory: Path, manifest: dict) -> dict[str, torch.Tensor]:
     weights = manifest.get("weights") or {"adapter": WEIGHTS, "towers": {}}
     state: dict[str, torch.Tensor] = {}
     for file in [weights["adapter"], *weights.get("towers", {}).values()]:
-        state.update(load_file(str(directory / file)))
+        state.update(_load_tensors(directory / file))
     return state
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; PackageError naming the file when it cannot be read."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors' SafetensorError, OSError
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PackageError(f"{path}: not a readable safetensors file ({detail}).") from None
+
+
+def seal_package(directory: str | Path) -> dict:
+    """Rewrite an older package's manifest in the current format, in place: every check of a load first,
+    then the model card regenerated (it names the format version), its sha256 and `package_sha256`
+    recorded. Weights are not touched (re-hashing only). Returns the new manifest."""
+    directory = Path(directory)
+    manifest = verify_package(directory)
+    manifest["format_version"] = FORMAT_VERSION
+    write_model_card(directory, manifest)
+    manifest["files"]["README.md"] = sha256(directory / "README.md")
+    manifest["package_sha256"] = canonical_sha256(manifest)
+    tmp = directory / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(directory / MANIFEST)
+    make_public(directory)
+    return manifest
 
 
 def assign_weights(model: TwoTowerModel, state: dict[str, torch.Tensor], directory: Path, manifest: dict) -> None:
@@ -538,7 +589,7 @@ def init_from_package(model: TwoTowerModel, source: str, cfg: DictConfig) -> dic
         peft_dir = manifest["modalities"][name].get("peft_dir")
         if peft_dir is None:
             continue
-        weights = load_file(str(directory / peft_dir / PEFT_WEIGHTS))
+        weights = _load_tensors(directory / peft_dir / PEFT_WEIGHTS)
         try:
             result = set_peft_model_state_dict(enc.backbone.model, weights)
         except RuntimeError as exc:

@@ -61,3 +61,16 @@ def make_package(tiny_bert: Path, directory: Path, domain: str, method: str, *, 
     model.eval()
     summary = {"source": str(data)} if data else {}
     return export_package(model, cfg, directory / domain, data_summary=summary)
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    """Write an edited crossrec.json as an export would (its package_sha256 recomputed): a consistent
+    package whose content differs, for tests of the checks behind the manifest's own hash."""
+    import json
+
+    from crossrec_peft.manifest import canonical_sha256
+    from crossrec_peft.package import MANIFEST
+
+    if "package_sha256" in manifest:
+        manifest["package_sha256"] = canonical_sha256(manifest)
+    (Path(directory) / MANIFEST).write_text(json.dumps(manifest))

@@ -7,6 +7,8 @@ import json
 import shutil
 
 import pytest
+
+from tests._packages import write_manifest
 import torch
 
 from crossrec_peft import recipes
@@ -88,7 +90,7 @@ def test_init_from_checks_model_and_backbone(chain, tiny_bert, tmp_path):
     shutil.copytree(root / "v1" / "adapter", moved)
     manifest = json.loads((moved / MANIFEST).read_text())
     manifest["modalities"]["text"]["backbone"]["sha256"] = "0" * 64
-    (moved / MANIFEST).write_text(json.dumps(manifest))
+    write_manifest(moved, manifest)
     cfg = load_config(recipes.path("ecommerce"), overrides(tiny_bert, new, init_from=moved))
     with pytest.raises(PackageError, match=f"init_from={moved}: modality 'text' was trained on backbone '{tiny_bert}', sha256 000000000000…"):
         init_from_package(build_model(cfg.model), cfg.init_from, cfg)

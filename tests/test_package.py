@@ -18,7 +18,7 @@ from crossrec_peft.package import (
     FORMAT_VERSION, MANIFEST, WEIGHTS, export_package, load_package, package_id, read_manifest, sha256, trainable_state,
 )
 
-from ._packages import perturb
+from ._packages import perturb, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,10 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def edit_manifest(directory, change) -> None:
+    """Change crossrec.json and re-seal it (package_sha256), as a consistent package with that content."""
     manifest = json.loads((directory / MANIFEST).read_text())
     change(manifest)
-    (directory / MANIFEST).write_text(json.dumps(manifest))
+    write_manifest(directory, manifest)
 
 
 def test_layout_and_manifest(exported, tiny_bert):
@@ -57,7 +58,7 @@ def test_layout_and_manifest(exported, tiny_bert):
     names = {p.name for p in directory.iterdir()}
     assert names == {"adapter_config.json", "adapter_model.safetensors", WEIGHTS, "image_tower.safetensors", MANIFEST, "README.md"}
     manifest = json.loads((directory / MANIFEST).read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 2 and manifest["domain"] == "ecommerce"
+    assert manifest["format_version"] == FORMAT_VERSION == 3 and manifest["domain"] == "ecommerce"
     assert manifest["files"] == {n: sha256(directory / n) for n in names if n != MANIFEST}
     assert manifest["id"] == package_id(manifest) and manifest["id"].startswith("ecommerce/ecommerce@")
     assert manifest["parent"] is None and manifest["config"]["train"]["lr"] == cfg.train.lr
@@ -206,7 +207,7 @@ def test_wrong_shapes_fail_naming_both_backbones(exported, tmp_path, tiny_bert):
 
 def test_newer_and_unknown_format_versions(package):
     edit_manifest(package, lambda m: m.update(format_version=99))
-    with pytest.raises(PackageError, match="format version 99 is newer than this crossrec-peft reads \\(format 2\\); upgrade"):
+    with pytest.raises(PackageError, match="format version 99 is newer than this crossrec-peft reads \\(format 3\\); upgrade"):
         load_package(package)
     edit_manifest(package, lambda m: m.update(format_version=0))
     with pytest.raises(PackageError, match="format version 0 is not supported .* no migration from it exists.*package-format.md"):
@@ -237,7 +238,8 @@ def test_version_1_package_loads_through_the_migration(exported, package):
     assert json.loads((package / MANIFEST).read_text())["format_version"] == 1
     reloaded, manifest = load_package(package)
     assert same_weights(model, reloaded)
-    assert manifest["format_version"] == 2 and manifest["parent"] is None and manifest["id"] == package_id(manifest)
+    assert manifest["format_version"] == 3 and manifest["parent"] is None and manifest["id"] == package_id(manifest)
+    assert manifest["package_sha256"] is None  # format 1 had no hash of the manifest: edits cannot be detected
     assert manifest["weights"]["towers"] == {} and manifest["modalities"]["image"]["pretrained"] is False
     assert manifest["sizes"]["adapter_bytes"] == sum(p.stat().st_size for p in package.glob("*.safetensors"))
 

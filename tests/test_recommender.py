@@ -11,7 +11,7 @@ from crossrec_peft import Recommender
 from crossrec_peft.cli import main
 from crossrec_peft.errors import ConfigError, DataError, PackageError
 from crossrec_peft.package import MANIFEST
-from tests._packages import make_package
+from tests._packages import make_package, write_manifest
 from tests.conftest import small_layout
 
 
@@ -132,7 +132,7 @@ def test_other_backbone_refused_on_a_shared_one(packages, tmp_path):
     shutil.copytree(packages["bank"], copy)
     manifest = json.loads((copy / MANIFEST).read_text())
     manifest["modalities"]["text"]["backbone"]["sha256"] = "0" * 64
-    (copy / MANIFEST).write_text(json.dumps(manifest))
+    write_manifest(copy, manifest)
     rec = Recommender.from_pretrained(packages["shop"], device="cpu")
     with pytest.raises(PackageError, match="trained on backbone"):
         rec.load_adapter(copy, name="other")
@@ -171,7 +171,7 @@ def test_demo_catalog_is_regenerated(tiny_bert, tmp_path):
     package = make_package(tiny_bert, tmp_path, "shop", "lora", data=None)
     manifest = json.loads((package / MANIFEST).read_text())
     manifest["data"] = {"source": f"/elsewhere/demo/ecommerce-v{version}-i60-u40-s0"}
-    (package / MANIFEST).write_text(json.dumps(manifest))
+    write_manifest(package, manifest)
     rec = Recommender.from_pretrained(package, device="cpu")
     catalog = rec._catalog(rec._domains["shop"])
     assert catalog.directory.name == f"ecommerce-v{version}-i60-u40-s0" and len(catalog.item_ids) == 60
