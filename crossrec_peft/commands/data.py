@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 
+from .argtypes import check_plot_path, positive_int
+
 NAME = "data"
 HELP = "import a dataset into the standard layout, validate it, or describe it"
 
@@ -32,7 +34,7 @@ def add_arguments(parser) -> None:
     val = sub.add_parser("validate", help="check a standard-layout directory; exit 2 naming file, row and field")
     val.add_argument("dir")
     val.add_argument("--fields", help="comma-separated text fields that must be present and non-empty (default: title)")
-    val.add_argument("--min-interactions", type=int, default=3, help="fewest interactions per user (runs need 3)")
+    val.add_argument("--min-interactions", type=positive_int, default=3, help="fewest interactions per user (runs need 3)")
     val.add_argument("--no-images", action="store_true", help="do not check that image files exist")
 
     st = sub.add_parser("stats", help="counts, sparsity, history and text lengths, image coverage")
@@ -164,12 +166,17 @@ def _validate(args) -> None:
 def _stats(args) -> None:
     from ..data.stats import format_stats, layout_stats, plot_stats, public
 
+    from pathlib import Path
+
+    # Checked before the data is read: a plot path that cannot be written (or would overwrite a file of the
+    # user's) fails at once, with nothing printed or written.
+    plot = check_plot_path("--plot", args.plot, protect=Path(args.dir)) if args.plot else None
     stats = layout_stats(args.dir)
     if args.json:
         print(json.dumps(public(stats), indent=2))
     else:
         print(format_stats(stats))
-    if args.plot:
-        path = plot_stats(stats, args.plot)
+    if plot is not None:
+        path = plot_stats(stats, plot)
         if not args.json:
             print(f"  plot: {path}")

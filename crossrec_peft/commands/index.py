@@ -3,6 +3,8 @@ into an index file (safetensors), reused by `recommend` until the adapter or the
 
 from __future__ import annotations
 
+from .argtypes import positive_int
+
 NAME = "index"
 HELP = "build the catalog index of an adapter's domain"
 
@@ -13,9 +15,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", help="index file to write (default: in the cache, named by the adapter and catalog hashes)")
     parser.add_argument("--rebuild", action="store_true", help="encode the catalog again even if the index is current")
     parser.add_argument("--faiss", action="store_true", help="also report FAISS recall and latency against exact search")
-    parser.add_argument("-k", type=int, default=10, help="k for the FAISS recall (default 10)")
-    parser.add_argument("--queries", type=int, default=200, help="sampled users for the FAISS recall (default 200)")
-    parser.add_argument("--batch-size", type=int, default=256, help="items per encoding pass")
+    parser.add_argument("-k", type=positive_int, default=10, help="k for the FAISS recall (default 10)")
+    parser.add_argument("--queries", type=positive_int, default=200, help="sampled users for the FAISS recall (default 200)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="items per encoding pass")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
 
 

@@ -3,6 +3,8 @@ the top-k items of a domain's catalog for one user history, with adapters loaded
 
 from __future__ import annotations
 
+from .argtypes import positive_int
+
 NAME = "recommend"
 HELP = "recommend items of a domain's catalog for a history of item ids"
 
@@ -11,7 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("adapters", nargs="+", metavar="ADAPTER", help="adapter package directories or hf://org/name[@revision]")
     parser.add_argument("--domain", help="the domain to recommend in (default: the only one loaded)")
     parser.add_argument("--history", nargs="+", required=True, metavar="ID", help="the user's item ids, oldest first")
-    parser.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    parser.add_argument("-k", type=positive_int, default=10, help="how many items (default 10)")
     parser.add_argument("--data", help="the domain's catalog directory (default: the data its package was trained on)")
     parser.add_argument("--index", help="an index file built by `crossrec-peft index` (default: the cached one, built if missing)")
     parser.add_argument("--search", choices=("exact", "faiss"), default="exact", help="exact top-k (default) or FAISS (optional extra)")

@@ -22,10 +22,13 @@ def run(args) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..errors import ConfigError
     from ..plots import plot_runs
     from ..report import HEADLINE, comparison_rows, load_run, run_labels
 
+    from .argtypes import check_plot_path
+
+    # Before anything is printed: a refused --plot leaves no half output.
+    plot = None if args.no_plot else check_plot_path("--plot", args.plot)
     run_dirs = [Path(d) for d in args.run_dirs]
     reports = [load_run(d) for d in run_dirs]
     labels = run_labels(run_dirs, reports)
@@ -37,10 +40,7 @@ def run(args) -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
-    if args.no_plot:
+    if plot is None:
         return
-    plot = Path(args.plot)
-    if plot.suffix.lower() != ".png":
-        raise ConfigError(f"--plot must name a .png file, got '{plot}'.")
     plot_runs({label: r["metrics"]["model"] for label, r in zip(labels, reports)}, list(HEADLINE), plot)
     console.print(f"comparison plot: {plot}")

@@ -7,6 +7,8 @@ RECIPE is a built-in recipe name or a YAML file. The study is stored in SQLite i
 
 from __future__ import annotations
 
+from .argtypes import positive_float, positive_int
+
 from pathlib import Path
 
 NAME = "sweep"
@@ -17,8 +19,8 @@ OVERRIDES = "overrides"
 def add_arguments(parser) -> None:
     parser.add_argument("recipe", help="a built-in recipe name or a YAML recipe file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every trial")
-    parser.add_argument("--trials", type=int, default=20, help="finished trials (complete or pruned) the study should hold (default 20)")
-    parser.add_argument("--timeout", type=float, metavar="MIN", help="stop starting trials after this many minutes")
+    parser.add_argument("--trials", type=positive_int, default=20, help="finished trials (complete or pruned) the study should hold (default 20)")
+    parser.add_argument("--timeout", type=positive_float, metavar="MIN", help="stop starting trials after this many minutes")
     parser.add_argument("--out", help="sweep directory (default: runs/<name>-sweep)")
     parser.add_argument("--quiet", action="store_true", help="no per-trial lines")
 
