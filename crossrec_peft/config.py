@@ -55,6 +55,9 @@ class DataConfig:
     # Items whose image is missing, unreadable or too large: "error" stops with the item and path;
     # "placeholder" counts them in a warning and encodes those items without their image.
     on_bad_image: str = "error"
+    # Image paths that resolve outside the data directory (../.., absolute paths elsewhere) are refused
+    # unless this is true.
+    allow_outside_images: bool = False
     # How users' histories become training data and ranking cases (docs/data.md, "Splits"):
     # leave_one_out (per user: last = test, second-to-last = validation) or temporal (global cut-off times).
     split: str = "leave_one_out"
@@ -193,8 +196,11 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
     try:
         if isinstance(source, (str, Path)):
             path = Path(source)
+            if path.is_dir():
+                raise ConfigError(f"Config file '{path}' is a directory; give a YAML recipe file.")
             if not path.is_file():
                 raise ConfigError(f"Config file '{path}' does not exist.")
+            _check_mapping(path)
             user = OmegaConf.load(path)
         else:
             user = OmegaConf.create(dict(source))
@@ -255,6 +261,24 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
         cfg.name = name
     validate(cfg)
     return cfg
+
+
+def _check_mapping(path: Path) -> None:
+    """A recipe file must hold a YAML mapping: say so for an empty file, a scalar or a list (OmegaConf would
+    read a scalar as an unknown key and a list as a ListConfig)."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}).") from None
+    except yaml.YAMLError:
+        return  # a syntax error: OmegaConf's message names the line
+    if loaded is None:
+        raise ConfigError(f"{path}: the file is empty; a recipe is a YAML mapping (name:, model:, train:, ...). "
+                          "Start from one with crossrec-peft recipe cp NAME DEST.")
+    if not isinstance(loaded, dict):
+        kind = {"list": "a list", "str": "a single text value", "int": "a number", "float": "a number", "bool": "a boolean"}
+        raise ConfigError(f"{path}: holds {kind.get(type(loaded).__name__, type(loaded).__name__)}, not a mapping; a recipe "
+                          "is a YAML mapping of sections (name:, model:, train:, ...).")
 
 
 def component(reg: registry.Registry, spec: Mapping, where: str):

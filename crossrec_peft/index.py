@@ -74,7 +74,8 @@ def load_catalog(directory: str | Path) -> Catalog:
 
     directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise DataError(f"Catalog directory '{directory}' does not exist.")
+        what = "is a file; give the directory that holds the items table" if directory.exists() else "does not exist"
+        raise DataError(f"Catalog directory '{directory}' {what}.")
     items_path = find_table(directory, "items")
     table = read_table(items_path)
     if "item_id" not in table.column_names:
@@ -159,6 +160,8 @@ def read_index(path: str | Path) -> Index:
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"Index file '{path}' is a directory; give the .safetensors file crossrec-peft index wrote.")
     if not path.is_file():
         raise DataError(f"Index file '{path}' does not exist; build it with: crossrec-peft index ADAPTER --data DIR")
     try:

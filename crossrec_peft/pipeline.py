@@ -42,7 +42,7 @@ def quiet_libraries() -> None:
 
 def catalog_features(model, data, cfg: DictConfig) -> dict:
     """Every modality's inputs for the whole catalog (what training, evaluation and reloads all use)."""
-    return model.featurize(data.columns(model_fields(cfg)), data.feature_context(cfg.data.on_bad_image))
+    return model.featurize(data.columns(model_fields(cfg)), data.feature_context(cfg.data.on_bad_image, cfg.data.allow_outside_images))
 
 
 def run(

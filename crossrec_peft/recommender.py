@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, DataError, PackageError, did_you_mean
+from .errors import ConfigError, DataError, PackageError, closest, did_you_mean
 from .index import (
     Catalog, FaissSearch, Index, adapter_fingerprint, catalog_fingerprint, check_index, default_path, exact_top_k,
     load_catalog, read_index, save_index,
@@ -105,8 +105,9 @@ class Recommender:
         name = str(name or manifest.get("domain") or directory.name)
         if name in self._domains:
             raise PackageError(
-                f"Domain '{name}' is already loaded (from {self._domains[name].directory}); load {directory} with "
-                "name=... to keep both."
+                f"Domain '{name}' is already loaded (from {self._domains[name].directory}); to load {path} as well, give "
+                f"it another name: NAME={path} on the command line (crossrec-peft recommend ... other={path}), "
+                "load_adapter(path, name='other') in Python."
             )
         model_cfg = manifest["model"]
         shared: dict[str, SharedBackbone] = {}
@@ -180,9 +181,7 @@ class Recommender:
 
     def set_domain(self, name: str) -> None:
         """Make `name` the active domain. Nothing is loaded or moved: every domain's adapter stays attached."""
-        if name not in self._domains:
-            raise ConfigError(f"Unknown domain '{name}'.{did_you_mean(name, self._domains)} Loaded: {', '.join(self._domains) or 'none'}.")
-        self._active = name
+        self._active = self._get(name).name
 
     def manifest(self, domain: str | None = None) -> dict:
         """The package manifest (crossrec.json) of a domain."""
@@ -202,7 +201,7 @@ class Recommender:
         if name is None:
             raise ConfigError("No domain loaded: call load_adapter(path) first.")
         if name not in self._domains:
-            raise ConfigError(f"Unknown domain '{name}'.{did_you_mean(name, self._domains)} Loaded: {', '.join(self._domains) or 'none'}.")
+            raise ConfigError(_unknown_domain(name, list(self._domains)))
         return self._domains[name]
 
     def _row_domains(self, domains: Sequence[str] | None, count: int) -> list[_Domain]:
@@ -368,9 +367,16 @@ class Recommender:
                     ids.append(d.catalog.item_ids[item])
                     taken += 1
             catalog = d.catalog
+            recorded = ((d.manifest.get("config") or {}).get("data") or {})
+
+            def where(k: int, items=items, catalog=catalog) -> str:  # the file and line of a catalog item
+                item = items[k]
+                return catalog.where(item) if catalog is not None and not isinstance(item, Mapping) else f"item {k + 1} of the request"
+
             context = FeatureContext(
-                item_ids=ids, root=catalog.directory if catalog else None,
-                where=lambda k, ids=ids: f"item '{ids[k]}'",
+                item_ids=ids, root=catalog.directory if catalog else None, where=where,
+                allow_outside=bool(recorded.get("allow_outside_images", False)),
+                bad_image_hint="Fix or replace those images in the catalog directory (every catalog image is encoded).",
             )
             index = torch.arange(len(items))
             for modality, enc in d.model.modalities.items():
@@ -531,6 +537,18 @@ class Recommender:
         return [(d.index.item_ids[int(r)], float(s)) for r, s in zip(top.tolist(), scores.tolist())]
 
 
+def _unknown_domain(name: str, loaded: list[str]) -> str:
+    """Unknown domain: the closest loaded one, else a known domain of that name whose adapter is not loaded."""
+    hint = did_you_mean(name, loaded)
+    if not hint:
+        from . import registry
+
+        known = closest(name, [n for n in registry.domains.names() if n not in loaded])
+        if known:
+            hint = f" Did you mean '{known}'? No adapter of that domain is loaded: give its package too."
+    return f"Unknown domain '{name}'.{hint} Loaded: {', '.join(loaded) or 'none'}."
+
+
 def _featurize_view(backbone: torch.nn.Module, options: Any, featurize_only: Sequence[str]) -> torch.nn.Module:
     """The shared backbone as this domain sees it: the same modules (weights, adapters, hooks), with this
     domain's featurize-only options (its max_length) when they differ from the loaded backbone's. A shallow
@@ -578,8 +596,9 @@ def _lookup_index(d: _Domain, history: Sequence[str]) -> list[int]:
     unknown = list(dict.fromkeys(str(h) for h in history if str(h) not in positions))
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-        where = d.index_path or "its index"
-        raise DataError(f"Unknown item ids in the history for domain '{d.name}': {shown} (not in the catalog of {where}).")
+        # The catalog directory (--data) the index was built from: where the user looks for the ids.
+        where = (d.catalog.directory if d.catalog is not None else None) or d.data_dir or (d.index.meta or {}).get("catalog") or d.index_path or "its index"
+        raise DataError(f"Unknown item ids in the history for domain '{d.name}': {shown} (not in the catalog at {where}).")
     return [positions[str(h)] for h in history]
 
 

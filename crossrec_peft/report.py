@@ -314,7 +314,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     path = run_dir / "report.json"
     if not run_dir.is_dir():
-        raise DataError(f"{run_dir}: no such run directory.")
+        raise DataError(f"{run_dir}: {'is a file, not a run directory' if run_dir.exists() else 'no such run directory'}.")
     if not path.is_file():
         raise DataError(f"{run_dir}: no report.json; is this a finished run directory (crossrec-peft recipe/train writes one)?")
     try:

@@ -13,6 +13,7 @@ LoRA targets the whole ``attn`` module (peft adapts in_proj and out_proj) and th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import warnings
@@ -128,7 +129,8 @@ class ClipBackbone(nn.Module):
                 # Without pretrained weights the tower's starting point is its initialisation; a fixed seed makes
                 # it reproducible, so an adapter trained on it reloads onto the same base (checked by hash).
                 torch.manual_seed(RANDOM_INIT_SEED)
-                clip, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, weights_only=True)
+                with _without_random_init_warning():
+                    clip, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, weights_only=True)
         except Exception as exc:  # unknown tag, no network, bad file
             raise ConfigError(f"Cannot load open_clip backbone 'openclip:{argument}' (pretrained={pretrained!r}): {str(exc).splitlines()[0]}") from None
         self._weights_sha256 = None if pretrained else _state_sha256(clip)
@@ -202,6 +204,25 @@ class ClipBackbone(nn.Module):
         }
 
 
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded for model")
+
+
+@contextlib.contextmanager
+def _without_random_init_warning():
+    """open_clip warns on the root logger that a tower without pretrained weights is "initialized randomly".
+    Here that is the configured starting point (a tower trained from scratch, or one whose weights come from
+    an adapter package right after), recorded as `pretrained: false`; the warning only misleads."""
+    root = logging.getLogger()
+    dropped = _DropRandomInitWarning()
+    root.addFilter(dropped)
+    try:
+        yield
+    finally:
+        root.removeFilter(dropped)
+
+
 def _state_sha256(module: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
@@ -236,6 +257,17 @@ def _image_problem(path: Path) -> str | None:
     return None
 
 
+def _inside(path: Path, root: Path | None) -> bool:
+    """Whether `path` (links and `..` resolved) lies inside `root`; True when there is no root to compare."""
+    if root is None:
+        return True
+    try:
+        path.resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def check_images(values: Sequence[Any], context: FeatureContext) -> list[Path | None]:
     """Resolve each item's image path and check that it decodes. Bad or missing images stop the run naming
     the item and path, or (on_bad_image=placeholder) become missing images counted in one warning."""
@@ -249,7 +281,10 @@ def check_images(values: Sequence[Any], context: FeatureContext) -> list[Path | 
         path = Path(str(value))
         if not path.is_absolute() and context.root is not None:
             path = context.root / path
-        problem = _image_problem(path)
+        problem = _image_problem(path) if context.allow_outside or _inside(path, context.root) else (
+            f"outside the data directory {context.root} (allow with data.allow_outside_images=true, or "
+            "--allow-outside-images for data validate)"
+        )
         if problem:
             problems.append((row, str(path), problem))
             paths.append(None)
@@ -261,8 +296,7 @@ def check_images(values: Sequence[Any], context: FeatureContext) -> list[Path | 
             more = f" ({len(problems) - 1} more items have a bad or missing image)" if len(problems) > 1 else ""
             shown = f"image '{path}'" if path else "image"
             raise DataError(
-                f"{context.locate(row)}: item '{context.item_ids[row]}' {shown}: {problem}.{more} "
-                "Fix the images, or set data.on_bad_image=placeholder to encode such items without their image."
+                f"{context.locate(row)}: item '{context.item_ids[row]}' {shown}: {problem}.{more} {context.bad_image_hint}"
             )
         counts: dict[str, int] = {}
         for _, _, p in problems:

@@ -15,6 +15,9 @@ import json
 from .argtypes import check_plot_path, positive_int
 
 NAME = "data"
+# The registered importers (crossrec_peft.data.importers.IMPORTERS; a test keeps the two equal), listed here
+# so that `--help` does not import the importers.
+IMPORT_FORMATS = ("amazon-seq", "far-trans", "generic", "hf", "movielens")
 HELP = "import a dataset into the standard layout, validate it, or describe it"
 
 
@@ -22,7 +25,7 @@ def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="{import,validate,stats}")
 
     imp = sub.add_parser("import", help="import FORMAT data from SRC into the standard layout at --out")
-    imp.add_argument("format", help="amazon-seq, amazon-reviews, movielens, far-trans, generic or hf")
+    imp.add_argument("format", help=f"one of: {', '.join(IMPORT_FORMATS)} (docs/data.md)")
     imp.add_argument("src", help="the source directory (hf: a dataset name or path)")
     imp.add_argument("--out", required=True, help="the output directory (replaced only if it holds an earlier import)")
     imp.add_argument("--on-error", default="strict", choices=["strict", "skip"],
@@ -35,7 +38,9 @@ def add_arguments(parser) -> None:
     val.add_argument("dir")
     val.add_argument("--fields", help="comma-separated text fields that must be present and non-empty (default: title)")
     val.add_argument("--min-interactions", type=positive_int, default=3, help="fewest interactions per user (runs need 3)")
-    val.add_argument("--no-images", action="store_true", help="do not check that image files exist")
+    val.add_argument("--no-images", action="store_true", help="do not check the images (given, readable, within the size limit)")
+    val.add_argument("--allow-outside-images", action="store_true",
+                     help="accept image paths outside the data directory (as data.allow_outside_images=true does for runs)")
 
     st = sub.add_parser("stats", help="counts, sparsity, history and text lengths, image coverage")
     st.add_argument("dir")
@@ -97,6 +102,8 @@ def _load_options_file(path: str) -> dict:
     from ..errors import DataError
 
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise DataError(f"Options file '{file}' is a directory; give a YAML or JSON file.")
     if not file.is_file():
         raise DataError(f"Options file '{file}' does not exist.")
     try:
@@ -152,7 +159,8 @@ def _validate(args) -> None:
     if args.min_interactions < 1:
         raise DataError("--min-interactions must be at least 1.")
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
-    data = validate_layout(args.dir, fields=fields, min_interactions=args.min_interactions, images=not args.no_images)
+    data = validate_layout(args.dir, fields=fields, min_interactions=args.min_interactions, images=not args.no_images,
+                           allow_outside_images=args.allow_outside_images)
     checked = ", ".join(fields) if fields is not None else ("title" if "title" in data.items.column_names else "none")
     print(
         f"OK: {args.dir}: {len(data.item_ids):,} items, {len(data.user_ids):,} users, {data.num_interactions:,} interactions "

@@ -10,7 +10,11 @@ HELP = "recommend items of a domain's catalog for a history of item ids"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("adapters", nargs="+", metavar="ADAPTER", help="adapter package directories or hf://org/name[@revision]")
+    parser.add_argument(
+        "adapters", nargs="+", metavar="ADAPTER",
+        help="adapter package directories or hf://org/name[@revision]; NAME=ADAPTER loads one under the domain name NAME "
+             "(the same package twice, or two packages of one domain)",
+    )
     parser.add_argument("--domain", help="the domain to recommend in (default: the only one loaded)")
     parser.add_argument("--history", nargs="+", required=True, metavar="ID", help="the user's item ids, oldest first")
     parser.add_argument("-k", type=positive_int, default=10, help="how many items (default 10)")
@@ -22,6 +26,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
 
 
+def split_named(spec: str) -> tuple[str | None, str]:
+    """`NAME=PATH` -> (NAME, PATH); a plain path (or one that exists as written, '=' and all) -> (None, spec)."""
+    from pathlib import Path
+
+    name, sep, path = spec.partition("=")
+    if not sep or Path(spec).exists() or not name or "/" in name or spec.startswith("hf://"):
+        return None, spec
+    return name, path
+
+
 def run(args) -> None:
     import json
 
@@ -31,8 +45,9 @@ def run(args) -> None:
 
     quiet_libraries()
     rec = Recommender(device=args.device)
-    for path in args.adapters:
-        rec.load_adapter(path)
+    for spec in args.adapters:
+        name, path = split_named(spec)
+        rec.load_adapter(path, name=name)
     domain = args.domain
     if domain is None:
         if len(rec.domains) > 1:

@@ -43,11 +43,12 @@ class RecData:
     def columns(self, fields: Sequence[str]) -> dict[str, list]:
         return {f: self.items.data.column(f).to_pylist() for f in fields}
 
-    def feature_context(self, on_bad_image: str = "error") -> "FeatureContext":  # noqa: F821
+    def feature_context(self, on_bad_image: str = "error", allow_outside: bool = False) -> "FeatureContext":  # noqa: F821
         from ..backbones.base import FeatureContext
 
         return FeatureContext(
-            item_ids=self.item_ids, root=Path(self.source), where=lambda row: _where(self.items_path, row), on_bad_image=on_bad_image
+            item_ids=self.item_ids, root=Path(self.source), where=lambda row: _where(self.items_path, row), on_bad_image=on_bad_image,
+            allow_outside=allow_outside,
         )
 
     @property

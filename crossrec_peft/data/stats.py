@@ -93,11 +93,13 @@ def validate_layout(
     fields: Sequence[str] | None = None,
     min_interactions: int = 3,
     images: bool = True,
+    allow_outside_images: bool = False,
 ) -> RecData:
     """Load `directory` with every check of the loader (columns, empty or duplicate ids, unknown items,
     timestamps, users below `min_interactions`, the optional users table), then check that the text
-    `fields` (default: `title` when the items have one) are never empty and that `image` files exist (when
-    `images`). Raises DataError naming file, row and field; returns the data."""
+    `fields` (default: `title` when the items have one) are never empty and (when `images`) every item's
+    `image` as a run checks it: given, inside the data directory (unless `allow_outside_images`), a file
+    that decodes, within the size limit. Raises DataError naming file, row and field; returns the data."""
     directory = Path(directory)
     wanted = list(fields) if fields is not None else None
     data = load_layout(directory, wanted or [], min_interactions=min_interactions)
@@ -110,15 +112,19 @@ def validate_layout(
             row = int(np.flatnonzero(lengths == 0)[0])
             more = f" ({empty - 1} more items have an empty {name})" if empty > 1 else ""
             problems.append(f"{_where(data.items_path, row)}, field '{name}': empty text (item '{data.item_ids[row]}').{more}")
-    if images:
-        found = image_paths(data)
-        if found["missing"]:
-            first = found["first_missing"]
-            more = f" ({found['missing'] - 1} more items name a missing file)" if found["missing"] > 1 else ""
-            problems.append(
-                f"{first['where']}, field 'image': file '{first['path']}' does not exist.{more} Runs reading images stop on "
-                f"it unless data.on_bad_image=placeholder (or validate with --no-images)."
-            )
+    if images and "image" in data.items.column_names:
+        # The run's own check (backbones/clip.py: check_images), so validate refuses what a run refuses.
+        from ..backbones.clip import check_images
+
+        context = data.feature_context("error", allow_outside_images)
+        context.where = lambda row: f"{_where(data.items_path, row)}, field 'image'"
+        context.bad_image_hint = (
+            "Runs reading images stop on it unless data.on_bad_image=placeholder (or validate with --no-images)."
+        )
+        try:
+            check_images(data.items.data.column("image").to_pylist(), context)
+        except DataError as exc:
+            problems.append(str(exc))
     if problems:
         raise DataError(" ".join(problems))
     return data

@@ -44,7 +44,7 @@ def _resolve_files(ctx: ImportContext, data_files):
         if not isinstance(p, (str, Path)):
             raise DataError(f"hf: data_files entries must be paths, got {p!r}.")
         path = Path(p).expanduser()
-        if not path.is_absolute() and ctx.src.is_dir() and (ctx.src / path).exists():
+        if not path.is_absolute() and ctx.src.is_dir():  # as documented: against SRC, so messages show that path
             path = ctx.src / path
         return str(path)
 
