@@ -21,12 +21,34 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
 
 
+def check_index_out(value: str) -> None:
+    """--out is checked before anything is loaded: a .safetensors path, and when it exists an index file
+    (rebuilt or reused), never another file of the user's."""
+    from pathlib import Path
+
+    from ..errors import ConfigError, CrossrecError
+    from ..index import read_index
+
+    path = Path(value).expanduser()
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"--out must name a .safetensors file, got '{path}'.")
+    if path.is_dir():
+        raise ConfigError(f"--out {path}: is a directory; name a .safetensors file.")
+    if path.exists():
+        try:
+            read_index(path)
+        except CrossrecError:
+            raise ConfigError(f"--out {path}: exists and is not a crossrec-peft index; it is not overwritten. Choose another file.") from None
+
+
 def run(args) -> None:
     import time
 
     from ..pipeline import quiet_libraries
     from ..recommender import Recommender
 
+    if args.out:
+        check_index_out(args.out)
     quiet_libraries()
     rec = Recommender(device=args.device, batch_size=args.batch_size)
     domain = rec.load_adapter(args.adapter, data=args.data)

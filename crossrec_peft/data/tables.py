@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from ..errors import DataError
 FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 # Columns read as text whatever they look like: ids must keep leading zeros and never become floats.
 ID_COLUMNS = ("item_id", "user_id")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Kept as written (numbers and/or text); parsed value by value by layout._timestamps.
 TIME_COLUMNS = ("timestamp",)
 
@@ -83,7 +85,14 @@ def read_table(path: Path):
             except Exception as exc:  # truncated or corrupt file
                 raise DataError(f"{path}: cannot be read as Parquet: {_first_line(exc)}") from None
     table = _read_jsonl(path) if kind == "json" else _read_csv(path)
-    return datasets.Dataset(table)
+    for number, name in enumerate(table.column_names, 1):
+        if _CONTROL.search(name) or not name.strip():
+            where_ = "line 1 (the header)" if kind == "csv" else "a key of its objects"
+            raise DataError(f"{path}, {where_}: column {number} has the name {name!r}, which holds no text or a control character.")
+    try:
+        return datasets.Dataset(table)
+    except Exception as exc:  # column names or types datasets cannot represent
+        raise DataError(f"{path}: cannot be used as a table: {_first_line(exc)}") from None
 
 
 def _needs(kind: str) -> str:

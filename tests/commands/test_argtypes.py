@@ -67,3 +67,16 @@ def test_report_plot_is_checked_before_the_table_is_printed(tmp_path, capsys):
     assert main(["report", str(tmp_path / "a"), "--plot", str(tmp_path / "x.jpg")]) == 2
     captured = capsys.readouterr()
     assert "--plot must name a .png file" in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("index.bin", None, "--out must name a .safetensors file"),
+    ("weights.safetensors", b"my own file", "exists and is not a crossrec-peft index"),
+])
+def test_index_out_is_checked_before_loading(tmp_path, capsys, name, content, message):
+    out = tmp_path / name
+    if content is not None:
+        out.write_bytes(content)
+    assert main(["index", str(tmp_path / "no-package"), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert (out.read_bytes() == content) if content is not None else not out.exists()
