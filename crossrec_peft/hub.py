@@ -59,7 +59,8 @@ def resolve(path_or_uri: str | Path) -> Path:
 
 def upload_plan(adapter_dir: str | Path) -> list[str]:
     """The files `push` uploads: the manifest and every file it lists, after the whole package is verified
-    (format, sha256 of every file, no pickle files). Other files in the folder (caches, indexes) stay local."""
+    (format, sha256 of every file, no pickle files, no unlisted files but documentation). Unlisted
+    documentation (*.md notes) stays local."""
     from .package import MANIFEST, verify_package
 
     directory = Path(adapter_dir)

@@ -45,14 +45,18 @@ def test_addresses():
 def test_upload_plan_is_the_verified_package_only(package, tmp_path):
     folder = tmp_path / "pkg"
     shutil.copytree(package, folder)
-    # Things a user may keep beside the package (H4's catalog index, notes) are not part of it.
-    (folder / "index").mkdir()
-    (folder / "index" / "items.safetensors").write_bytes(b"\x00" * 8)
-    (folder / "notes.txt").write_text("local notes")
+    # Documentation a user keeps beside the package is allowed and stays local; any other unlisted file (a
+    # catalog index, say) makes the package unverifiable, so nothing is pushed (issue 11: unlisted files).
+    (folder / "NOTES.md").write_text("local notes")
     plan = upload_plan(folder)
     assert plan == sorted([MANIFEST, *read_manifest(package)["files"]])
     assert {"README.md", "adapter_config.json", "adapter_model.safetensors", "crossrec_weights.safetensors"} <= set(plan)
-    assert "notes.txt" not in plan and "index/items.safetensors" not in plan
+    assert "NOTES.md" not in plan
+    (folder / "index").mkdir()
+    (folder / "index" / "items.safetensors").write_bytes(b"\x00" * 8)
+    with pytest.raises(PackageError, match="index/items.safetensors: this file is in the package but not listed"):
+        upload_plan(folder)
+    (folder / "index" / "items.safetensors").unlink()
     # The files huggingface_hub would upload with these allow_patterns are exactly the plan.
     from huggingface_hub.utils import filter_repo_objects
 
