@@ -156,6 +156,13 @@ def run_sweep(
         )
     check_space(source, overrides, dims, name)
     quiet_libraries()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"Sweep directory '{out}' is a file, not a directory: choose another --out DIR.")
+    # The data is loaded and checked once before the study exists: a bad data.path leaves nothing behind
+    # (no study directory, no failed trial recorded in an existing study).
+    from .data import load_data
+
+    load_data(base)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(

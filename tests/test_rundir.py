@@ -60,3 +60,12 @@ def test_a_run_dir_that_is_a_file_is_refused(tmp_path, capsys):
     assert main(["recipe", "ecommerce", "--quiet", "--out", str(out)]) == 2
     assert "is a file, not a directory" in capsys.readouterr().err
     assert out.read_text() == "mine\n"
+
+
+def test_sweep_with_bad_data_leaves_no_study_behind(tmp_path, capsys):
+    """A relative of the run directory defect: `sweep` created its directory and SQLite study before the
+    data was read, so a typo in data.path left a study with a failed trial."""
+    out = tmp_path / "sweep"
+    assert main(["sweep", "ecommerce", "data.path=/nonexistent/crossrec", "--trials", "1", "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()
