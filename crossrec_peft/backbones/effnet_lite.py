@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from ..fsutil import update_digest
 from ..registry import backbones
 from .timm_towers import TimmBackbone, TimmOptions
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class BundledWeights:
@@ -34,6 +37,9 @@ class BundledWeights:
     file: str  # relative to the package directory
     sha256: str  # of that file, pinned: a changed upload is refused, never silently converted
     timm_arch: str
+    # The converted file's sha256 as made here (safetensors writes deterministic bytes). Another value means
+    # a different timm layout: adapters trained against this identity would then be refused.
+    converted_sha256: str
 
 
 BUNDLED = {
@@ -43,6 +49,7 @@ BUNDLED = {
         file="models/efficientnet-lite0-57934424.pth",
         sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         timm_arch="tf_efficientnet_lite0",
+        converted_sha256="260456bcd72802592c3c7072195cb3049417aab01119e67892eed411150ef0f5",
     ),
 }
 
@@ -115,6 +122,9 @@ def convert(name: str) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    if _sha256(target) != bundle.converted_sha256:
+        log.warning("Backbone '%s': the converted weights differ from the reference conversion (sha256 %s); adapter "
+                    "packages trained on the reference will not load onto it (check the timm version).", name, _sha256(target))
     return target
 
 

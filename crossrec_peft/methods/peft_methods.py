@@ -103,7 +103,6 @@ class Lora(PeftMethod):
 class IA3Options:
     target_modules: Optional[List[str]] = None
     feedforward_modules: Optional[List[str]] = None
-    layers: Optional[List[int]] = None  # null: every layer; otherwise layer (CNN: stage) indices, as for lora
 
 
 @methods.register("ia3", options=IA3Options)
@@ -121,4 +120,4 @@ class IA3(PeftMethod):
             feedforward = []
         else:
             feedforward = self._targets(backbone, None, "ia3_feedforward")
-        return IA3Config(target_modules=targets, feedforward_modules=feedforward, **self._layers(backbone, o.layers))
+        return IA3Config(target_modules=targets, feedforward_modules=feedforward)
