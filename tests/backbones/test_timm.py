@@ -285,3 +285,30 @@ def test_converted_weights_see_what_random_weights_do_not(tmp_path):
         labels = [c[column] for c in combos]
         ours, chance = _knn_accuracy(pretrained, labels), _knn_accuracy(random_weights, labels)
         assert ours >= chance + margin and ours >= 0.8, (attribute, ours, chance)
+
+
+# One architecture per timm spec entry (tests/methods/test_bottleneck.py covers the Hugging Face entries).
+SPEC_EXAMPLES = {"timm-efficientnet": "tf_efficientnet_lite0", "timm-mobilenetv3": "mobilenetv3_small_050"}
+
+
+@pytest.mark.parametrize("model_type", sorted(t for t in __import__("crossrec_peft.backbones.spec", fromlist=["x"]).ARCHITECTURES if t.startswith("timm-")))
+def test_every_timm_spec_entry_adapts_its_architecture(model_type):
+    backbone = TimmBackbone(SPEC_EXAMPLES[model_type], TimmOptions(image_size=SIZE))
+    assert backbone.model_type == model_type
+    pixels = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        before = backbone(pixels)
+    blocks = [n for n, _ in backbone.model.named_modules() if n.count(".") == 2 and n.startswith("blocks.")]
+    method = Bottleneck(BottleneckOptions(size=4, activation="tanh"))
+    method.attach(backbone)
+    assert method.adapted == blocks and blocks
+    with torch.no_grad():
+        assert torch.equal(backbone(pixels), before)
+    out = backbone(pixels)
+    (out * torch.randn_like(out)).sum().backward()
+    ups = [p.grad for n, p in backbone.named_parameters() if n.endswith("adapter.up.weight")]
+    assert len(ups) == len(blocks) and all(g is not None for g in ups)
+    lora = TimmBackbone(SPEC_EXAMPLES[model_type], TimmOptions(image_size=SIZE))
+    Lora(LoraOptions()).attach(lora)
+    pointwise = [n for n, m in lora.base_model.named_modules() if n.endswith(("conv_pw", "conv_pwl")) and hasattr(m, "lora_A")]
+    assert len(pointwise) >= len(blocks) - 2  # every inverted residual has at least one adapted 1x1 conv
