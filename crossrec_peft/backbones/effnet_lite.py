@@ -156,4 +156,5 @@ def effnet_lite0(options: EffnetOptions, argument: str | None = None) -> TimmBac
     """EfficientNet-Lite0 with ImageNet weights (4.7M parameters, Apache-2.0), bundled: works offline."""
     weights = convert("effnet-lite0")
     timm_options = TimmOptions(pooling=options.pooling, image_size=options.image_size)
-    return TimmBackbone(BUNDLED["effnet-lite0"].timm_arch, timm_options, model_id="effnet-lite0", weights=weights)
+    return TimmBackbone(BUNDLED["effnet-lite0"].timm_arch, timm_options, model_id="effnet-lite0", weights=weights,
+                        weights_label=f"bundled: {BUNDLED['effnet-lite0'].pip_name}")

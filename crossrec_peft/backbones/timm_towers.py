@@ -109,7 +109,8 @@ class TimmBackbone(nn.Module):
     modality = "image"
     tower = "image"
 
-    def __init__(self, arch: str, options: TimmOptions, *, model_id: str | None = None, weights: Path | None = None):
+    def __init__(self, arch: str, options: TimmOptions, *, model_id: str | None = None, weights: Path | None = None,
+                 weights_label: str | None = None):
         super().__init__()
         import timm
 
@@ -132,7 +133,8 @@ class TimmBackbone(nn.Module):
         self.arch_name = arch
         self.options = options
         self.weights = weights
-        self.pretrained = str(weights) if weights else None
+        # What packages record as the weights' origin (a bundle names its package, not this machine's cache path).
+        self.pretrained = weights_label or (str(weights) if weights else None)
         self.pretrained_weights = weights is not None  # a random tower has no zero-shot embeddings worth a baseline
         self.quantized = False
         self.model_type = f"timm-{type(model).__name__.lower()}"
