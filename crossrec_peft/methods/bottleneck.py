@@ -23,14 +23,18 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, PackageError, did_you_mean
 from ..registry import methods
-from .base import Method
+from .base import Method, describe_backbone, transformer
+
+if TYPE_CHECKING:
+    from ..model.routing import SharedBackbone
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +133,9 @@ def _is_pattern(entry: str) -> bool:
     return "." in entry or "*" in entry
 
 
-def _transformer(backbone: nn.Module) -> nn.Module:
-    root = getattr(backbone, "base_model", None)
-    if root is None:
-        root = getattr(backbone, "model", backbone)
-    return root
+def adapter_width(backbone: nn.Module) -> int:
+    """The adapters' width: the backbone's `adapter_width` when it defines one, else its hidden size."""
+    return int(getattr(backbone, "adapter_width", None) or getattr(backbone, "hidden_size"))
 
 
 @methods.register("bottleneck", options=BottleneckOptions)
@@ -147,7 +149,7 @@ class Bottleneck(Method):
         self.adapted: list[str] = []  # module paths that got an adapter, filled by attach
 
     def _describe(self, backbone: nn.Module) -> str:
-        return f"backbone '{getattr(backbone, 'model_id', type(backbone).__name__)}' (model type '{getattr(backbone, 'model_type', '?')}')"
+        return describe_backbone(backbone)
 
     def patterns(self, backbone: nn.Module) -> list[tuple[str, str]]:
         """(label, module-path pattern) for every insertion point this method adapts on `backbone`."""
@@ -177,9 +179,9 @@ class Bottleneck(Method):
 
     def attach(self, backbone: nn.Module) -> None:
         o = self.options
-        root = _transformer(backbone)
+        root = transformer(backbone)
         patterns = self.patterns(backbone)
-        width = int(getattr(backbone, "adapter_width", None) or getattr(backbone, "hidden_size"))
+        width = adapter_width(backbone)
         named = list(root.named_modules())
         modules = dict(named)  # parents are looked up here, before any replacement (patterns may nest)
         existing = adapted_modules(root)
@@ -229,3 +231,29 @@ class Bottleneck(Method):
         self.adapted = adapted_modules(root)
         log.info("bottleneck (%s, size %d): %d adapters on %s", o.kind if o.points is None else "points", o.size,
                  len(self.adapted), self._describe(backbone))
+
+    def share(self, shared: "SharedBackbone", domain: str, directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+        """Routed hooks: each adapter transforms its frozen module's output on this domain's rows only. The
+        adapters come from `state` (``<module path>.adapter.<down|up>.<weight|bias>``, relative to the backbone)."""
+        groups: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            path, sep, rest = key.partition(".adapter.")
+            if not sep:
+                raise PackageError(f"{directory}: backbone tensor '{key}' is not part of a bottleneck adapter.")
+            groups.setdefault(path, {})[rest] = value
+        if not groups:
+            raise PackageError(f"{directory}: the bottleneck method has no adapter tensors in its weights.")
+        width = adapter_width(shared.backbone)
+        for path, tensors in groups.items():
+            module = shared.module(path, str(directory))
+            down = tensors.get("down.weight")
+            if down is None or down.shape[1] != width:
+                got = "no down.weight" if down is None else f"width {down.shape[1]}"
+                raise PackageError(f"{directory}: bottleneck adapter at '{path}' has {got}; backbone '{shared.identity.get('id')}' has hidden size {width}.")
+            adapter = BottleneckAdapter(width, int(down.shape[0]), self.options.activation)
+            try:
+                adapter.load_state_dict(tensors)
+            except RuntimeError as exc:
+                raise PackageError(f"{directory}: bottleneck adapter at '{path}': {str(exc).splitlines()[0]}") from None
+            shared.keep(domain, adapter)
+            shared.route_output(domain, module, adapter)
