@@ -57,6 +57,14 @@ class PeftMethod(Method):
         except ValueError as exc:  # peft's message when no module matches the targets
             raise ConfigError(f"Cannot attach {type(self).__name__} to '{backbone.model_id}': {exc}") from None
 
+    def _layers(self, backbone: nn.Module, layers: Optional[List[int]]) -> dict:
+        """peft's layers_to_transform/layers_pattern for the `layers` option (for a CNN: its stages), with
+        the architecture's layers_pattern (the module-path component followed by the index)."""
+        if layers is None:
+            return {}
+        pattern = getattr(getattr(backbone, "arch", None), "layers_pattern", None)
+        return {"layers_to_transform": list(layers), **({"layers_pattern": pattern} if pattern else {})}
+
     def load(self, backbone: nn.Module, directory: Path, *, trainable: bool = False) -> None:
         from peft import PeftModel
 
@@ -90,6 +98,13 @@ class PeftMethod(Method):
             raise PackageError(f"{directory / PEFT_WEIGHTS}: tensors the model does not have: {', '.join(result.unexpected_keys[:5])}.")
 
 
+def _scale(x: torch.Tensor, scale: torch.Tensor, dim: int) -> torch.Tensor:
+    """peft's IA3 product: `x` times `scale` over dimension `dim` (a Linear's last, a convolution's channels)."""
+    dim = dim % x.dim()
+    shape = (1,) * dim + (x.shape[dim],) + (1,) * (x.dim() - dim - 1)
+    return (x.to(scale.dtype) * scale.view(shape)).to(x.dtype)
+
+
 @dataclass
 class LoraOptions:
     r: int = 8
@@ -97,8 +112,12 @@ class LoraOptions:
     dropout: float = 0.0
     target_modules: Optional[List[str]] = None  # null: the backbone architecture's defaults
     bias: str = "none"
+    # null: every layer. Otherwise the layer indices to adapt (for a timm CNN: stages, e.g. [5, 6], the last two).
+    layers: Optional[List[int]] = None
 
     def check(self) -> str | None:
+        if self.layers is not None and (not self.layers or any(i < 0 for i in self.layers)):
+            return f"layers must be null (every layer) or a non-empty list of layer indices >= 0, got {self.layers}."
         if self.r <= 0:
             return f"r must be positive, got {self.r}."
         if not 0 <= self.dropout < 1:
@@ -110,7 +129,7 @@ class LoraOptions:
 
 @methods.register("lora", options=LoraOptions)
 class Lora(PeftMethod):
-    """LoRA (Hu et al., 2021) through peft: low-rank updates of the attention projections."""
+    """LoRA (Hu et al., 2021) through peft: low-rank updates of the attention projections (a CNN's 1x1 convs)."""
 
     def peft_config(self, backbone: nn.Module):
         from peft import LoraConfig
@@ -122,6 +141,7 @@ class Lora(PeftMethod):
             lora_dropout=o.dropout,
             bias=o.bias,
             target_modules=self._targets(backbone, o.target_modules, "lora_targets"),
+            **self._layers(backbone, o.layers),
         )
 
     def own_backbone_reason(self) -> str | None:
@@ -176,7 +196,8 @@ class IA3(PeftMethod):
             inner = key[: -len(".ia3_l")].removeprefix("base_model.model.")  # peft's name: a path in the transformer
             module = shared.transformer_module(inner, str(directory))
             on_input = IA3Model._check_target_module_feedforward(config, inner)
-            features = getattr(module, "in_features" if on_input else "out_features", None)
+            conv = isinstance(module, nn.modules.conv._ConvNd)  # IA3 scales a convolution's channels (dim 1)
+            features = getattr(module, ("in_" if on_input else "out_") + ("channels" if conv else "features"), None)
             if features is not None and value.numel() != features:
                 raise PackageError(
                     f"{directory}: IA3 vector for '{inner}' has {value.numel()} entries, the module of backbone "
@@ -185,4 +206,4 @@ class IA3(PeftMethod):
             scale = nn.Parameter(value.flatten().float(), requires_grad=False)
             shared.keep(domain, scale)
             route = shared.route_input if on_input else shared.route_output
-            route(domain, module, lambda x, s=scale: (x.to(s.dtype) * s).to(x.dtype))
+            route(domain, module, lambda x, s=scale, dim=1 if conv else -1: _scale(x, s, dim))

@@ -164,6 +164,11 @@ class SharedBackbone(nn.Module):
     def domains(self) -> list[str]:
         return list(self.methods)
 
+    @property
+    def transformer_prefix(self) -> str:
+        """The transformer's path inside the backbone, with a trailing dot ("" when it is the backbone)."""
+        return self._transformer_prefix
+
     # -- what methods use to share ---------------------------------------------------------------------------
     def module(self, path: str, where: str) -> nn.Module:
         """The frozen module at `path` (relative to the backbone) of the untouched backbone."""
