@@ -7,7 +7,7 @@ import os
 # Tokenizers' own thread pool fights the DataLoader and torch for the few cores we usually have.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from . import backbones, data, methods, model, objectives  # noqa: E402,F401  (register the built-ins)
+from . import backbones, baselines, data, methods, model, objectives  # noqa: E402,F401  (register the built-ins)
 from .config import Config, load_config  # noqa: E402
 from .errors import ConfigError, CrossrecError, DataError, PackageError  # noqa: E402
 from .registry import REGISTRIES, Registry  # noqa: E402

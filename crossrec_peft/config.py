@@ -380,11 +380,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"'eval.ks' must list positive cut-offs, got {list(cfg.eval.ks)}.")
     if 10 not in cfg.eval.ks:
         raise ConfigError("'eval.ks' must include 10: early stopping and reports use NDCG@10.")
-    from .baselines import BASELINES
-
-    unknown = [b for b in cfg.eval.baselines if b not in BASELINES]
-    if unknown:
-        raise ConfigError(f"'eval.baselines': unknown baseline '{unknown[0]}'.{did_you_mean(unknown[0], BASELINES)} Known: {', '.join(BASELINES)}.")
+    for name in cfg.eval.baselines:
+        if name not in registry.baselines:
+            known = registry.baselines.names()
+            raise ConfigError(f"'eval.baselines': unknown baseline '{name}'.{did_you_mean(name, known)} Known: {', '.join(known)}.")
     if cfg.eval.sampled_negatives is not None and cfg.eval.sampled_negatives <= 0:
         raise ConfigError(f"'eval.sampled_negatives' must be null or positive, got {cfg.eval.sampled_negatives}.")
     if cfg.eval.repeats not in ("allow", "miss"):

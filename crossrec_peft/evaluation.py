@@ -56,7 +56,7 @@ def encode_zero_shot(model: TwoTowerModel, features: dict, num_items: int, batch
     left out, unless no modality has pretrained weights. Call it before training: an untrained method is the
     identity (LoRA B, bottleneck up and IA3 scales start at zero, zero and one), so these are the backbones'
     own embeddings, whatever fusion and heads the model has."""
-    names = [n for n, enc in model.modalities.items() if getattr(enc.backbone, "pretrained_weights", True)] or list(model.modalities)
+    names = [n for n, enc in model.modalities.items() if enc.backbone.pretrained_weights] or list(model.modalities)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

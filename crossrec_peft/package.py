@@ -162,7 +162,7 @@ def export_package(
             modalities[name] = {
                 "fields": list(enc.fields),
                 "backbone": enc.backbone.identity(),
-                "pretrained": bool(getattr(enc.backbone, "pretrained_weights", True)),
+                "pretrained": bool(enc.backbone.pretrained_weights),
                 "method": OmegaConf.to_container(cfg.model.modalities[name].method),
                 "storage": enc.method.storage.value,
                 "peft_dir": peft_dirs.get(name),

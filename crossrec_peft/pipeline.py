@@ -14,7 +14,7 @@ from .config import component
 from .data import load_data, make_split
 from .data.domains import get_domain
 from .data.source import model_fields
-from .baselines import itemknn_scorer, popularity_scorer, run_baselines, untuned_scorer
+from .baselines import BaselineContext, run_baselines
 from .evaluation import HeldOutEvaluation, encode_catalog, evaluate_cases, model_scorer
 from .methods.base import count_parameters
 from .model import build_model
@@ -79,11 +79,10 @@ def run(
     features = catalog_features(model, data, cfg)
     model.to(accelerator.device)
     entry, _, options = component(registry.objectives, cfg.train.objective, "train.objective")
-    objective = entry.factory(options)
+    objective = registry.objectives.create(entry, options)
     # Before anything is trained: checks that the data has what the objective learns from (ratings, labels,
     # categories) and adds the objective's heads to the model, so they are trained, counted and exported.
-    if callable(getattr(objective, "prepare", None)):  # plugins may be plain callables
-        objective.prepare(model, objective_context(data, split, cfg.seed))
+    objective.prepare(model, objective_context(data, split, cfg.seed))
     trainable, total = count_parameters(model)
     console.print(f"  model: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
 
@@ -117,16 +116,19 @@ def run(
     )
     # The cheap baselines on the validation split too, before training: the yardstick the model's validation
     # scores are read against (a tuned model below its own untuned backbone is reported plainly).
+    # Baselines whose scorer needs the model before it trains (untuned: its zero-shot embeddings) are
+    # measured on the test split now; the rest after training (run_baselines), reusing scorers built here.
+    baseline_context = BaselineContext(cfg, split, list(data.item_ids), log=log, model=model, features=features, progress=progress)
     validation_baselines = {}
-    if "popularity" in cfg.eval.baselines:
-        validation_baselines["popularity"] = popularity_scorer(split.train_item_counts(num_items))
-    if "itemknn" in cfg.eval.baselines:
-        validation_baselines["itemknn"] = itemknn_scorer(split.train, num_items)
-    if "untuned" in cfg.eval.baselines:  # before training: the untrained model's zero-shot embeddings
-        zero_shot = untuned_scorer(model, features, num_items, bs, max_history, progress=progress)
-        untuned = held_out.run("untuned", zero_shot)
-        log.write({"epoch": 0, "split": "test", "system": "untuned", **untuned})
-        validation_baselines["untuned"] = zero_shot
+    for name in cfg.eval.baselines:
+        baseline = registry.baselines.create(name)
+        if not (baseline.before_training or baseline.validated):
+            continue
+        scorer = baseline.scorer(baseline_context)
+        if baseline.before_training:
+            log.write({"epoch": 0, "split": "test", "system": name, **held_out.run(name, scorer)})
+        if baseline.validated:
+            validation_baselines[name] = scorer
     validation_of_baselines = {}
     for system, scorer in validation_baselines.items():
         validation_of_baselines[system] = evaluate_cases(scorer, split.validation, ks, seed=cfg.seed, repeats=cfg.eval.repeats)
@@ -161,12 +163,12 @@ def run(
     content = encode_catalog(model, features, num_items, bs, progress=progress, desc="test: encode items")
     tuned = held_out.run("model", model_scorer(model, content, max_history))
     log.write({"epoch": result.best_epoch, "split": "test", "system": "model", **tuned})
-    baseline_details = run_baselines(cfg, split, list(data.item_ids), held_out, log=log, progress=progress, console=console)
+    baseline_details = run_baselines(cfg, split, list(data.item_ids), held_out, log=log, progress=progress, console=console,
+                                     context=baseline_context, scorers=validation_baselines)
     evaluated = held_out.report()
     metrics = evaluated["metrics"]
     # Objectives that predict something besides a ranking (rating: RMSE/MAE) measure it on the test cases.
-    held_out_metrics = getattr(objective, "held_out_metrics", None)
-    objective_metrics = held_out_metrics(model, content, data, split, max_history) if callable(held_out_metrics) else {}
+    objective_metrics = objective.held_out_metrics(model, content, data, split, max_history)
     if objective_metrics:
         log.write({"epoch": result.best_epoch, "split": "test", "system": "model", "objective": objective_metrics})
 

@@ -66,7 +66,7 @@ class _Domain:
         """Fields that hold file paths (images): their files are part of the catalog's fingerprint."""
         out: list[str] = []
         for enc in self.model.modalities.values():
-            if getattr(enc.backbone, "modality", "text") == "image":
+            if enc.backbone.modality == "image":
                 out.extend(f for f in enc.fields if f not in out)
         return out
 
@@ -122,7 +122,7 @@ class Recommender:
         for modality, mod in model_cfg["modalities"].items():
             where = f"{directory}: model.modalities.{modality}"
             m_entry, _, m_options = component(registry.methods, mod["method"], f"{where}.method")
-            reason = m_entry.factory(m_options).own_backbone_reason()
+            reason = registry.methods.create(m_entry, m_options).own_backbone_reason()
             if reason is not None:  # built and loaded with the domain, as load_package does
                 own[modality] = reason
                 log.info("domain '%s', modality '%s' gets its own backbone: %s.", name, modality, reason)
@@ -136,7 +136,7 @@ class Recommender:
             key = json.dumps({"backbone": entry.name, "argument": argument, "options": weights_key}, sort_keys=True, default=str)
             backbone = self._backbones.get(key)
             if backbone is None:
-                backbone = SharedBackbone(entry.factory(options, argument)).to(self.device)
+                backbone = SharedBackbone(registry.backbones.create(entry, options, argument)).to(self.device)
                 self._backbones[key] = backbone
             package.check_backbone(modality, backbone.identity)
             shared[modality] = backbone

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from .contracts import Backbone, Fusion, Objective, UserEncoder, missing
 from .errors import ConfigError, did_you_mean
 
 ENTRY_POINT_GROUP = "crossrec_peft.plugins"
@@ -36,9 +37,19 @@ class Entry:
 
 
 class Registry:
-    def __init__(self, kind: str):
+    """Named factories of one kind of component. `contract` (a Protocol of contracts.py, or an ABC) is what
+    every entry must build: a class entry lacking one of its methods is refused when it registers, and
+    `create` refuses an object lacking any member, naming what is missing."""
+
+    def __init__(self, kind: str, contract: type | None = None):
         self.kind = kind
+        self.contract = contract  # an ABC defined beside its kind's built-ins is set there (`set_contract`)
         self._entries: dict[str, Entry] = {}
+
+    def set_contract(self, contract: type) -> None:
+        """Called by the module that defines the kind's ABC (methods/base.py, baselines/base.py), which
+        imports this one: the registry itself imports no component module."""
+        self.contract = contract
 
     def register(
         self,
@@ -56,6 +67,13 @@ class Registry:
         def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries and self._entries[name].factory is not factory:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
+            if self.contract is not None and isinstance(factory, type):
+                lacking = missing(factory, self.contract, methods_only=True)
+                if lacking:
+                    raise TypeError(
+                        f"{self.kind} '{name}' ({factory.__module__}.{factory.__qualname__}) does not implement the "
+                        f"{self.kind} contract ({self.contract.__module__}.{self.contract.__qualname__}): missing {', '.join(lacking)}."
+                    )
             summary = description or next(iter((factory.__doc__ or "").strip().splitlines()), "")
             self._entries[name] = Entry(name, factory, options, summary, takes_argument, availability)
             if isinstance(factory, type) and "registered_name" not in vars(factory):
@@ -101,6 +119,20 @@ class Registry:
     def get(self, name: str) -> Entry:
         return self.resolve(name)[0]
 
+    def create(self, entry: Entry | str, *args: Any) -> Any:
+        """Build an entry (`factory(*args)`) and check the result against the contract."""
+        if isinstance(entry, str):
+            entry = self.get(entry)
+        obj = entry.factory(*args)
+        if self.contract is not None:
+            lacking = missing(obj, self.contract)
+            if lacking:
+                raise ConfigError(
+                    f"{self.kind} '{entry.name}' built a {type(obj).__name__} that does not implement the {self.kind} "
+                    f"contract ({self.contract.__module__}.{self.contract.__qualname__}): missing {', '.join(lacking)}."
+                )
+        return obj
+
 
 _loaded_plugins: set[str] = set()
 
@@ -122,13 +154,14 @@ def load_plugins() -> bool:
     return new
 
 
-backbones = Registry("backbone")
-methods = Registry("method")
-fusions = Registry("fusion")
-user_encoders = Registry("user_encoder")
-objectives = Registry("objective")
+backbones = Registry("backbone", Backbone)
+methods = Registry("method")  # contract: methods.base.Method
+fusions = Registry("fusion", Fusion)
+user_encoders = Registry("user_encoder", UserEncoder)
+objectives = Registry("objective", Objective)
 domains = Registry("domain")
+baselines = Registry("baseline")  # contract: baselines.base.Baseline
 
 REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (backbones, methods, fusions, user_encoders, objectives, domains)
+    r.kind: r for r in (backbones, methods, fusions, user_encoders, objectives, domains, baselines)
 }

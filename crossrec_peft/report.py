@@ -13,14 +13,18 @@ from .errors import DataError
 HEADLINE = ("recall@10", "ndcg@10", "mrr@10")
 FAMILIES = ("recall", "ndcg", "mrr", "map", "coverage")
 SLICE_METRICS = ("recall@10", "ndcg@10", "mrr@10")
-DESCRIPTIONS = {
+DESCRIPTIONS = {  # the systems that are not baselines; a baseline's description is its registry entry's
     "model": "the fine-tuned model",
-    "untuned": "the pretrained backbones' zero-shot embeddings, before training (towers trained from scratch left out); users = mean of their history",
-    "popularity": "items ranked by their number of training interactions",
-    "itemknn": "item-kNN: sum of cosine similarities on the training co-occurrence to the user's history items",
-    "ids": "an ID-embedding model (no content) trained by the same trainer: MF with the mean user encoder, SASRec-with-IDs with sasrec",
     "parent": "the parent package's model (init_from), before this run's training",
 }
+
+
+def describe(system: str) -> str:
+    from .registry import baselines
+
+    if system in DESCRIPTIONS:
+        return DESCRIPTIONS[system]
+    return baselines.get(system).description if system in baselines else ""
 
 
 def human_bytes(n: float) -> str:
@@ -138,7 +142,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     for system in order:
-        lines.append(f"- `{system}`: {DESCRIPTIONS.get(system, '')}")
+        lines.append(f"- `{system}`: {describe(system)}")
     for k in ks:
         names = [f"{f}@{k}" for f in FAMILIES if f"{f}@{k}" in model]
         lines += ["", f"### @{k}", "", *_system_table(report["metrics"], order, names)]

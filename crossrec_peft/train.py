@@ -195,7 +195,7 @@ def train(
     from accelerate.utils import broadcast_object_list
 
     tc = cfg.train
-    needs = getattr(objective, "batch_needs", None)  # what the objective reads beyond the windows (objectives/base.py)
+    needs = objective.batch_needs  # what the objective reads beyond the windows (contracts.Objective)
     pairs = TrainWindows(
         train_sequences, samples_per_user=tc.samples_per_user, max_history=cfg.model.max_history, seed=cfg.seed,
         values=needs.values if needs is not None else None,

@@ -51,7 +51,16 @@ def test_report_schema(tiny_run):
     p = on_disk["params"]
     assert 0 < p["trainable"] < p["total"] and p["share"] == p["trainable"] / p["total"]
     assert 0 < on_disk["adapter_bytes"] < on_disk["backbone_bytes"]
-    assert on_disk["train_seconds"] > 0 and on_disk["best_epoch"] in (1, 2)
+    assert on_disk["train_seconds"] > 0
+    # The best epoch is the one with the highest validation NDCG@10 in the log (the first of equals).
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    validation = [(r["ndcg@10"], -r["epoch"]) for r in records if r.get("split") == "validation" and r.get("system", "model") == "model" and r["epoch"] > 0]
+    assert len(validation) == 2 and on_disk["best_epoch"] == -max(validation)[1]
+    # Tuning helps on the seeded demo: the tuned model beats its own untuned backbone on the test split
+    # (measured NDCG@10 0.065 vs 0.051), and the data has signal: item-kNN beats popularity (0.135 vs 0.078).
+    metrics = on_disk["metrics"]
+    assert metrics["model"]["ndcg@10"] > metrics["untuned"]["ndcg@10"]
+    assert metrics["itemknn"]["ndcg@10"] > 1.3 * metrics["popularity"]["ndcg@10"]
     assert on_disk["data"]["users"] == 80 and on_disk["data"]["items"] == 120
     assert "Before and after fine-tuning" in (run_dir / "report.md").read_text()
     assert on_disk["protocol"]["repeats"] == "allow" and "repeats allowed" in (run_dir / "report.md").read_text()

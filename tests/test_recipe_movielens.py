@@ -50,11 +50,12 @@ def test_video_recipe_runs_on_the_imported_movielens(tiny_bert, tmp_path, one_th
     assert (report["data"]["items"], report["data"]["users"], report["data"]["interactions"]) == (9742, 610, 100836)
     assert report["split_detail"]["test_cases"] == 610 and report["split_detail"]["validation_cases"] == 610
     assert report["baselines"] == ["untuned", "popularity", "itemknn", "ids"]
-    for system in ("model", *report["baselines"]):
-        metrics = report["metrics"][system]
-        assert 0.0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= 1.0, system
-    # Popularity finds something on real ratings (a zero everywhere would mean the ranking cases are broken).
+    # Popularity finds something on real ratings (a zero everywhere would mean the ranking cases are broken),
+    # and the personalised content-free baselines beat it by a margin, as they do on MovieLens (measured
+    # NDCG@10: popularity 0.018, item-kNN 0.025, IDs 0.032; floors at 1.2x).
+    ndcg = {system: report["metrics"][system]["ndcg@10"] for system in ("model", *report["baselines"])}
     assert report["metrics"]["popularity"]["recall@10"] > 0.01
+    assert ndcg["itemknn"] > 1.2 * ndcg["popularity"] and ndcg["ids"] > 1.2 * ndcg["popularity"], ndcg
 
     # Text only, through the recipe's attention fusion: no image modality anywhere in the package.
     manifest = json.loads((out / "adapter" / "crossrec.json").read_text())

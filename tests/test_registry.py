@@ -108,3 +108,41 @@ def test_broken_plugin_does_not_break_builtins(tmp_path, monkeypatch, caplog):
         registry.methods.get("no-such-method")
     assert "crossrec_no_such_module_xyz" in caplog.text
     assert registry.methods.get("lora").name == "lora"
+
+
+@pytest.mark.parametrize("registry_name, make, lacking", [
+    # A method class without the contract's abstract members is refused at registration, naming them.
+    ("methods", lambda: type("NoShare", (), {"attach": lambda self, b: None}), "load, exported_state, save, load_files, own_backbone_reason, share"),
+    # An objective class without held_out_metrics / prepare (a plain callable class).
+    ("objectives", lambda: type("Plain", (), {"__call__": lambda self, o, b: (0, {})}), "prepare, held_out_metrics"),
+])
+def test_class_missing_contract_methods_is_refused_when_it_registers(registry_name, make, lacking):
+    reg = getattr(registry, registry_name)
+    with pytest.raises(TypeError, match=f"does not implement the {reg.kind} contract .*missing {lacking}"):
+        reg.register("incomplete")(make())
+    assert "incomplete" not in reg._entries
+
+
+def test_object_missing_a_contract_member_is_refused_when_created():
+    """Attributes set in __init__ (hidden_size, out_dim) are checked on the object the factory builds."""
+    import torch
+
+    from crossrec_peft.backbones.text import TextBackbone
+
+    @registry.fusions.register("no_out_dim")
+    class NoOutDim(torch.nn.Module):
+        """A fusion that forgot its out_dim."""
+
+        def __init__(self, options, dims):
+            super().__init__()
+
+        def forward(self, embeddings, present):
+            return next(iter(embeddings.values()))
+
+    try:
+        with pytest.raises(ConfigError, match="fusion 'no_out_dim' built a NoOutDim that does not implement the fusion contract .*missing out_dim"):
+            registry.fusions.create("no_out_dim", None, {"text": 4})
+    finally:
+        registry.fusions._entries.pop("no_out_dim", None)
+    # The built-in backbones implement their contract as classes.
+    assert registry.missing(TextBackbone, registry.backbones.contract, methods_only=True) == []

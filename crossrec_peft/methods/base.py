@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import torch
 from torch import nn
 
+from ..registry import methods as _registry
+
 if TYPE_CHECKING:
     from ..model.routing import SharedBackbone
 
@@ -86,6 +88,9 @@ class Method(ABC):
         tensors (names relative to the backbone). Default: a view of the shared backbone (same frozen
         tensors, own module tree) that this method loads onto; the domain's rows run through the view."""
         shared.add_view(domain, self, directory, state)
+
+
+_registry.set_contract(Method)
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:

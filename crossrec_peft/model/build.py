@@ -21,15 +21,15 @@ def build_model(model_cfg: Mapping[str, Any], *, attach_methods: bool = True, ba
         where = f"model.modalities.{name}"
         b_entry, b_arg, b_opts = component(registry.backbones, mod["backbone"], f"{where}.backbone")
         m_entry, _, m_opts = component(registry.methods, mod["method"], f"{where}.method")
-        backbone = backbones[name] if backbones and name in backbones else b_entry.factory(b_opts, b_arg)
-        method = m_entry.factory(m_opts)
+        backbone = backbones[name] if backbones and name in backbones else registry.backbones.create(b_entry, b_opts, b_arg)
+        method = registry.methods.create(m_entry, m_opts)
         if attach_methods:
             method.attach(backbone)
         encoders[name] = ModalityEncoder(name, mod["fields"], backbone, method)
     f_entry, _, f_opts = component(registry.fusions, model_cfg["fusion"], "model.fusion")
-    fusion = f_entry.factory(f_opts, {n: e.out_dim for n, e in encoders.items()})
+    fusion = registry.fusions.create(f_entry, f_opts, {n: e.out_dim for n, e in encoders.items()})
     u_entry, _, u_opts = component(registry.user_encoders, model_cfg["user_encoder"], "model.user_encoder")
-    user_encoder = u_entry.factory(u_opts, int(fusion.out_dim))
+    user_encoder = registry.user_encoders.create(u_entry, u_opts, int(fusion.out_dim))
     return TwoTowerModel(
         encoders,
         fusion,

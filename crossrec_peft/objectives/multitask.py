@@ -28,7 +28,7 @@ def _build_tasks(tasks: dict) -> dict[str, Objective]:
         if spec["name"] == "multitask":
             raise ConfigError(f"'train.objective.tasks.{task}': a multitask objective cannot contain another multitask.")
         entry, _, options = component(objectives, spec, f"train.objective.tasks.{task}")
-        objective = entry.factory(options)
+        objective = objectives.create(entry, options)
         objective.task = task
         built[task] = objective
     return built

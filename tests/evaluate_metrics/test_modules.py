@@ -35,6 +35,51 @@ def test_ranking_module_matches_the_run_evaluation():
         assert got[name] == pytest.approx(value, abs=1e-12), name
 
 
+def test_ranking_module_against_an_independent_implementation():
+    """Untied scores, so each target's rank is unambiguous: rank = items scored above it, history excluded;
+    Recall@k = [rank < k], NDCG@k = 1/log2(rank + 2), MRR@k = 1/(rank + 1) within k (one target per case)."""
+    rng = np.random.default_rng(7)
+    items, users = 40, 30
+    scores = rng.normal(size=(users, items))
+    histories = [rng.choice(items, size=int(rng.integers(1, 8)), replace=False) for _ in range(users)]
+    targets = np.array([rng.choice(np.setdiff1d(np.arange(items), h)) for h in histories])
+    ranks = []
+    for row, history, target in zip(scores, histories, targets):
+        allowed = np.ones(items, dtype=bool)
+        allowed[history] = False
+        ranks.append(int((row[allowed] > row[target]).sum()))
+    ranks = np.array(ranks)
+    module = evaluate.load(path("ranking"))
+    got = module.compute(predictions=scores.tolist(), references=targets.tolist(), ks=[5, 10], exclude=[h.tolist() for h in histories], seed=0)
+    for k in (5, 10):
+        hit = ranks < k
+        assert got[f"recall@{k}"] == pytest.approx(hit.mean(), abs=1e-12)
+        assert got[f"ndcg@{k}"] == pytest.approx(np.where(hit, 1 / np.log2(ranks + 2), 0).mean(), abs=1e-12)
+        assert got[f"mrr@{k}"] == pytest.approx(np.where(hit, 1 / (ranks + 1), 0).mean(), abs=1e-12)
+    assert 0 < got["recall@10"] < 1  # the case mix has hits and misses, so the check above discriminates
+
+
+def test_pointwise_module_against_an_independent_implementation():
+    """AUC as the share of (positive, negative) pairs ordered right (ties count half); log-loss and
+    precision/recall/F1 at the threshold from their definitions."""
+    rng = np.random.default_rng(2)
+    labels = (rng.random(80) < 0.35).astype(int)
+    probabilities = np.clip(0.3 * labels + 0.7 * rng.random(80), 1e-3, 1 - 1e-3)
+    got = evaluate.load(path("pointwise")).compute(predictions=probabilities.tolist(), references=labels.tolist(), threshold=0.5)
+    pos, neg = probabilities[labels == 1], probabilities[labels == 0]
+    pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    predicted = probabilities >= 0.5
+    tp = int((predicted & (labels == 1)).sum())
+    precision, recall = tp / predicted.sum(), tp / labels.sum()
+    expected = {
+        "auc": pairs,
+        "log_loss": -np.mean(labels * np.log(probabilities) + (1 - labels) * np.log(1 - probabilities)),
+        "precision": precision, "recall": recall, "f1": 2 * precision * recall / (precision + recall),
+    }
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-6), name  # the module computes in float32
+
+
 def test_pointwise_module_matches_metrics():
     rng = np.random.default_rng(1)
     labels = (rng.random(60) < 0.3).astype(int)
