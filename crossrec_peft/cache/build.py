@@ -85,7 +85,7 @@ def _device(backbone: Any) -> torch.device:
 def cached_rows(backbone: Any, keep: Keep, features: Mapping[str, Any], settings: CacheSettings, *, desc: str = "layer cache") -> dict[str, Any]:
     """field -> rows over the catalog (CachedRows from disk, or MemoryRows when settings.root is None)."""
     count = _count(features)
-    was_training = backbone.training
+    modes = [(m, m.training) for m in backbone.modules()]  # restored as they were (a frozen inner model stays in eval)
     backbone.eval()
     try:
         if settings.root is None:
@@ -105,7 +105,8 @@ def cached_rows(backbone: Any, keep: Keep, features: Mapping[str, Any], settings
         where = np.array([located[k] for k in keys], dtype=np.int64).reshape(count, 2)
         return {name: CachedRows(store, name, where) for name in store.fields}
     finally:
-        backbone.train(was_training)
+        for module, mode in modes:
+            module.training = mode
 
 
 def build(backbone: Any, keep: Keep, features: Mapping[str, Any], keys: list[str], store: ShardStore, settings: CacheSettings, *, desc: str) -> int:

@@ -90,7 +90,8 @@ class SideNetwork(nn.Module):
         b = options.bottleneck
         self.norms = nn.ModuleList(nn.LayerNorm(int(widths[i])) for i in self.layers)
         self.downs = nn.ModuleList(nn.Linear(int(widths[i]), b) for i in self.layers)
-        self.gates = nn.Parameter(torch.zeros(len(self.layers), b if options.gate == "vector" else 1))
+        # One gate per layer after the first (the first layer starts the side state).
+        self.gates = nn.Parameter(torch.zeros(len(self.layers) - 1, b if options.gate == "vector" else 1)) if len(self.layers) > 1 else None
         self.act = nn.GELU()
         self.dropout = nn.Dropout(options.dropout)
         self.up = nn.Linear(b, out_dim)
@@ -99,12 +100,12 @@ class SideNetwork(nn.Module):
 
     def forward(self, output: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
         state = None
-        for (lo, hi), norm, down, gate in zip(self.slices, self.norms, self.downs, self.gates):
+        for i, ((lo, hi), norm, down) in enumerate(zip(self.slices, self.norms, self.downs)):
             adapted = self.act(down(norm(layers[:, lo:hi])))
             if state is None:
                 state = adapted
             else:
-                g = torch.sigmoid(gate)
+                g = torch.sigmoid(self.gates[i - 1])
                 state = g * state + (1 - g) * adapted
         return output + self.up(self.dropout(state))
 

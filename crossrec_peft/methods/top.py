@@ -92,9 +92,8 @@ class Top(CachedMethod):
 
     def load(self, backbone: nn.Module, directory: Path, *, trainable: bool = False) -> None:
         if self.options.tune == "full":
-            self.attach(backbone)  # the top layers' weights are in crossrec_weights.safetensors
-            if not trainable:
-                backbone.requires_grad_(False)
+            # The top layers' weights are in crossrec_weights.safetensors; the loader freezes them after.
+            self.attach(backbone)
             return
         from peft import PeftModel
 
