@@ -112,8 +112,10 @@ class Recommender:
         shared: dict[str, SharedBackbone] = {}
         views: dict[str, torch.nn.Module] = {}
         for modality, mod in model_cfg["modalities"].items():
-            if mod["method"]["name"] == "full":
-                continue  # a tower trained whole has no shared base: it is built and loaded with the domain
+            if mod["method"]["name"] == "full" or _own_backbone_reason(mod["method"], f"{directory}: model.modalities.{modality}.method"):
+                # A tower trained whole (or a method that reads what a shared pass does not give: `side`,
+                # `top` tuning full layers) has no shared base: it is built and loaded with the domain.
+                continue
             entry, argument, options = component(registry.backbones, mod["backbone"], f"{directory}: model.modalities.{modality}.backbone")
             # Keyed by the resolved options (defaults filled in), so equal backbones written differently match;
             # options that only change featurization (a text backbone's max_length) do not split the backbone.
@@ -529,6 +531,15 @@ class Recommender:
         else:
             top, scores = exact_top_k(d.vectors, user, k, exclude)
         return [(d.index.item_ids[int(r)], float(s)) for r, s in zip(top.tolist(), scores.tolist())]
+
+
+def _own_backbone_reason(method: Any, where: str) -> str | None:
+    from . import registry
+    from .config import component
+
+    entry, _, options = component(registry.methods, method, where)
+    reason = getattr(entry.factory(options), "own_backbone_reason", None)
+    return reason() if callable(reason) else None
 
 
 def _featurize_view(backbone: torch.nn.Module, options: Any, featurize_only: Sequence[str]) -> torch.nn.Module:

@@ -126,6 +126,10 @@ class Side(CachedMethod):
     def keep(self, backbone: nn.Module) -> Keep:
         return Pooled()
 
+    def own_backbone_reason(self) -> str | None:
+        # A shared backbone's pass returns embeddings only; the side network needs every layer's state.
+        return "side reads every layer's state, which a shared backbone's pass does not return"
+
     def module(self, backbone: nn.Module) -> nn.Module:
         needs(backbone, "side", "layer_widths", "layer_states")
         widths = list(backbone.layer_widths())

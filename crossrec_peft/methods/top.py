@@ -103,5 +103,15 @@ class Top(CachedMethod):
     def keep(self, backbone: nn.Module) -> Keep:
         return Tokens(self.start(backbone))
 
+    def uses_cache(self, context: Any) -> bool:
+        # LoRA on the top layers is an ordinary peft adapter whose uncached forward is exact: without a cache
+        # directory (a Recommender encoding request items) it runs as a LoRA domain on a shared backbone.
+        return self.options.tune == "full" or getattr(context, "layer_cache", None) is not None
+
+    def own_backbone_reason(self) -> str | None:
+        if self.options.tune == "full":
+            return "top with tune: full changes the top layers' weights themselves"
+        return None
+
     def encode(self, backbone: nn.Module, module: nn.Module | None, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return backbone.forward_from(self.start(backbone), inputs[PREFIX + "tokens"], inputs[PREFIX + "mask"])

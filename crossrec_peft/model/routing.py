@@ -194,7 +194,7 @@ class SharedBackbone(nn.Module):
             raise PackageError(f"Domain '{domain}' already has an adapter on backbone '{self.identity.get('id')}'.")
         name = str(method.get("name"))
         try:
-            if name in ("lora", "ia3"):
+            if name in ("lora", "ia3") or (name == "top" and method.get("tune", "lora") == "lora"):  # top: LoRA on the top layers
                 self._add_peft(domain, directory)
             elif name == "bottleneck":
                 self._add_bottleneck(domain, method, state, directory)
