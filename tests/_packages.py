@@ -17,6 +17,7 @@ METHODS = {
     "side": {"name": "side", "layers": "all", "bottleneck": 8, "gate": "vector"},
     "top-lora": {"name": "top", "k": 1, "tune": "lora", "r": 4},
     "top-full": {"name": "top", "k": 1, "tune": "full"},
+    "lora_bias": {"name": "lora", "r": 4, "bias": "all"},  # trains the base layers' biases: cannot share
 }
 
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import nn
 
 from ..cache import Keep, Output
+from ..errors import PackageError
 from ..registry import methods
-from .base import Method
+from .base import Method, Storage
 from .cached import PREFIX, CachedMethod
+
+if TYPE_CHECKING:
+    from ..model.routing import SharedBackbone
 
 
 @dataclass
@@ -41,10 +46,20 @@ class Frozen(CachedMethod):
     def encode(self, backbone: nn.Module, module: nn.Module | None, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return inputs[PREFIX + "output"]
 
+    def share(self, shared: "SharedBackbone", domain: str, directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+        """Nothing to attach: the domain's rows run through the bare backbone."""
+        if state:
+            raise PackageError(f"{directory}: method 'frozen' trains no backbone tensor, but the package has {', '.join(list(state)[:3])}.")
+
 
 @methods.register("full")
 class Full(Method):
     """Full fine-tuning of every backbone weight (the upper reference; exports the whole backbone)."""
+
+    storage = Storage.TOWER
+
+    def own_backbone_reason(self) -> str | None:
+        return "full fine-tuning trains every backbone weight, so the tuned tower is the domain's own"
 
     def attach(self, backbone: nn.Module) -> None:
         backbone.requires_grad_(True)

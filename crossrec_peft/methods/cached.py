@@ -41,10 +41,6 @@ class CachedMethod(Method):
     def module(self, backbone: nn.Module) -> nn.Module | None:
         return None
 
-    def own_backbone_reason(self) -> str | None:
-        """Why a Recommender domain with this method needs a backbone of its own (None: it can share one)."""
-        return None
-
     def uses_cache(self, context: Any) -> bool:
         """Whether featurize reads the cache for this context (always, for methods that need the states)."""
         return True

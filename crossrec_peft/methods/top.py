@@ -11,16 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional
 
 import torch
 from torch import nn
 
 from ..cache import Keep, Tokens
 from ..cache.layers import needs
-from ..errors import ConfigError
+from ..errors import ConfigError, PackageError
 from ..registry import methods
+from .base import Storage
 from .cached import PREFIX, CachedMethod
+from .peft_methods import PeftMethod
+
+if TYPE_CHECKING:
+    from ..model.routing import SharedBackbone
 
 TUNES = ("full", "lora")
 
@@ -53,8 +58,26 @@ class Top(CachedMethod):
         super().__init__(options if options is not None else TopOptions())
 
     @property
-    def peft_based(self) -> bool:  # type: ignore[override]
-        return self.options.tune == "lora"
+    def storage(self) -> Storage:  # type: ignore[override]
+        return Storage.PEFT if self.options.tune == "lora" else Storage.WEIGHTS
+
+    def exported_state(self, backbone: nn.Module) -> dict[str, torch.Tensor]:
+        return {} if self.options.tune == "lora" else super().exported_state(backbone)
+
+    def save(self, backbone: nn.Module, directory: Path) -> None:
+        if self.options.tune == "lora":  # peft's files, as for `lora`
+            PeftMethod.save(self, backbone, directory)  # type: ignore[arg-type]
+
+    def load_files(self, backbone: nn.Module, directory: Path) -> None:
+        if self.options.tune == "lora":
+            PeftMethod.load_files(self, backbone, directory)  # type: ignore[arg-type]
+
+    def share(self, shared: "SharedBackbone", domain: str, directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+        """`tune: lora`: a named peft adapter of the shared backbone, as `lora` (the uncached forward is exact).
+        `tune: full` never shares (own_backbone_reason)."""
+        if state:
+            raise PackageError(f"{directory}: top with LoRA keeps its weights in peft's files, but the package has backbone tensors {', '.join(list(state)[:3])}.")
+        shared.add_named_peft(domain, directory)
 
     def start(self, backbone: nn.Module) -> int:
         needs(backbone, "top", "tokens_entering", "forward_from", "token_count")
@@ -65,8 +88,6 @@ class Top(CachedMethod):
 
     def _lora_config(self, backbone: nn.Module):
         from peft import LoraConfig
-
-        from .peft_methods import PeftMethod
 
         o = self.options
         targets = PeftMethod._targets(self, backbone, o.target_modules, "lora_targets")  # type: ignore[arg-type]
