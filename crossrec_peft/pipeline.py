@@ -40,9 +40,16 @@ def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
-def catalog_features(model, data, cfg: DictConfig) -> dict:
-    """Every modality's inputs for the whole catalog (what training, evaluation and reloads all use)."""
-    return model.featurize(data.columns(model_fields(cfg)), data.feature_context(cfg.data.on_bad_image, cfg.data.allow_outside_images))
+def catalog_features(model, data, cfg: DictConfig, *, progress: bool = True) -> dict:
+    """Every modality's inputs for the whole catalog (what training, evaluation and reloads all use). Cached
+    methods (frozen, side, top) read the layer cache under data.cache_dir ($CROSSREC_PEFT_CACHE), building
+    what it lacks: one backbone pass per item, kept across runs."""
+    from .cache import CacheSettings
+    from .data.source import cache_root
+
+    context = data.feature_context(cfg.data.on_bad_image, cfg.data.allow_outside_images)
+    context.layer_cache = CacheSettings(root=cache_root(cfg.data.cache_dir), batch_size=int(cfg.train.eval_batch_size), progress=progress)
+    return model.featurize(data.columns(model_fields(cfg)), context)
 
 
 def run(
@@ -76,8 +83,8 @@ def run(
     console.print(f"  {len(data.item_ids):,} items, {len(data.user_ids):,} users, {data.num_interactions:,} interactions")
 
     model = build_model(cfg.model)
-    features = catalog_features(model, data, cfg)
-    model.to(accelerator.device)
+    model.to(accelerator.device)  # before the layer cache is built: on the GPU where there is one
+    features = catalog_features(model, data, cfg, progress=progress)
     entry, _, options = component(registry.objectives, cfg.train.objective, "train.objective")
     objective = registry.objectives.create(entry, options)
     # Before anything is trained: checks that the data has what the objective learns from (ratings, labels,

@@ -14,6 +14,9 @@ METHODS = {
     "ia3": {"name": "ia3"},
     "bottleneck": {"name": "bottleneck", "kind": "houlsby", "size": 8},
     "frozen": {"name": "frozen"},
+    "side": {"name": "side", "layers": "all", "bottleneck": 8, "gate": "vector"},
+    "top-lora": {"name": "top", "k": 1, "tune": "lora", "r": 4},
+    "top-full": {"name": "top", "k": 1, "tune": "full"},
     "lora_bias": {"name": "lora", "r": 4, "bias": "all"},  # trains the base layers' biases: cannot share
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 
 @dataclass
@@ -23,6 +23,34 @@ class FeatureContext:
     allow_outside: bool = False
     # What to do about a bad image, said after the error (a run can switch to placeholders; `index` cannot).
     bad_image_hint: str = "Fix the images, or set data.on_bad_image=placeholder to encode such items without their image."
+    # Where cached methods keep layer states (crossrec_peft.cache.CacheSettings); None: `frozen` runs its
+    # backbone as before and `side`/`top` compute their states in memory for these items only.
+    layer_cache: Any = None
 
     def locate(self, row: int) -> str:
         return self.where(row) if self.where else f"catalog row {row + 1}"
+
+
+@runtime_checkable
+class LayeredBackbone(Protocol):
+    """What a backbone offers the layer cache beyond `forward` (crossrec_peft/cache). `frozen` needs none of
+    it (it caches the forward output); `side` needs `layer_widths` and `layer_states`; `top` needs all.
+
+    Layer 0 is the input to the first block (a transformer's embeddings, a convnet's stem); layer i >= 1 is
+    block i's output. Widths may differ per layer (a convnet's stages)."""
+
+    def layer_widths(self) -> list[int]:
+        """The width of each layer's pooled state, layers 0..L."""
+
+    def layer_states(self, **inputs: Any) -> tuple[Any, list[Any]]:
+        """(the item embedding `forward` returns [B, D], each layer's pooled state [B, width_i])."""
+
+    def token_count(self, features: dict) -> int:
+        """Token positions per item in featurized inputs (the cached token states' length)."""
+
+    def tokens_entering(self, start: int, **inputs: Any) -> tuple[Any, Any]:
+        """(token states entering layer `start` [B, T, W], their mask [B, T])."""
+
+    def forward_from(self, start: int, tokens: Any, attention_mask: Any) -> Any:
+        """The item embedding from token states entering layer `start`: equals `forward` on the inputs that
+        produced them."""

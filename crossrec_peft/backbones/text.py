@@ -118,10 +118,59 @@ class TextBackbone(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.pool(hidden, attention_mask)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.options.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    # -- layer states (backbones.base.LayeredBackbone, read by the layer cache) ------------------------------
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def layer_widths(self) -> list[int]:
+        return [self.hidden_size] * (self.num_layers + 1)
+
+    def _hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+
+    def layer_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        pooled = [self.pool(h, attention_mask) for h in self._hidden_states(input_ids, attention_mask)]
+        return pooled[-1], pooled
+
+    def token_count(self, features: dict) -> int:
+        return int(features["input_ids"].shape[1])
+
+    def _blocks(self) -> nn.ModuleList:
+        encoder = getattr(self.base_model, "encoder", None)
+        blocks = getattr(encoder, "layer", None)
+        if not isinstance(blocks, nn.ModuleList):
+            raise ConfigError(
+                f"Backbone '{self.model_id}' (model type '{self.model_type}') has no BERT-style encoder.layer list: "
+                "method 'top' cannot run its top layers alone."
+            )
+        return blocks
+
+    def tokens_entering(self, start: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._blocks()
+        return self._hidden_states(input_ids, attention_mask)[start], attention_mask
+
+    def forward_from(self, start: int, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Run blocks start..L on cached token states: what BertModel.forward does after its embeddings (the
+        same mask helper, the same block calls), so the result equals `forward` on the original inputs."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        blocks = self._blocks()
+        hidden = tokens.to(next(blocks.parameters()).dtype)
+        mask = create_bidirectional_mask(config=self.base_model.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        for block in blocks[start:]:
+            hidden = block(hidden, mask)
+            if isinstance(hidden, tuple):
+                hidden = hidden[0]
+        return self.pool(hidden, attention_mask)
 
     def weight_files(self) -> list[Path]:
         root = Path(self.path)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.base import FeatureContext
+from ..methods.cached import is_cached
 from .heads import ResidualLowRank
 
 
@@ -29,18 +30,34 @@ class ModalityEncoder(nn.Module):
         self.name = name
         self.fields = list(fields)
         self.backbone = backbone
-        self.method = method  # not a module: the method's weights live inside the backbone
+        self.method = method  # not a module: the method's weights live inside the backbone...
+        # ...except a cached method's own network beside it (`side`), which reads cached layer states.
+        make = getattr(method, "module", None)
+        self.method_module = make(backbone) if callable(make) else None
 
     @property
     def out_dim(self) -> int:
         return int(self.backbone.hidden_size)
 
     def featurize(self, items: Mapping[str, Sequence[Any]], context: FeatureContext) -> dict[str, Any]:
-        """Model inputs for every catalog item (columns of the items table, in catalog order)."""
-        return self.backbone.featurize([items[f] for f in self.fields], context)
+        """Model inputs for every catalog item (columns of the items table, in catalog order). Cached methods
+        turn them into layer-cache rows here: the frozen backbone runs once per item (crossrec_peft/cache)."""
+        raw = self.backbone.featurize([items[f] for f in self.fields], context)
+        cached = getattr(self.method, "cached_features", None)
+        return cached(self.backbone, raw, context) if callable(cached) else raw
 
-    def collate(self, features: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+    def collate(self, features: dict[str, Any], index: torch.Tensor) -> dict[str, torch.Tensor]:
+        if is_cached(features):
+            return self.method.collate(features, index)
         return self.backbone.collate(features, index)
+
+    def _encode(self, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+        if is_cached(rows):  # cache rows: the method's network (or the top layers), never the frozen part
+            return self.method.encode(self.backbone, self.method_module, rows)
+        if any(p.requires_grad for p in self.backbone.parameters()):
+            return self.backbone(**rows)
+        with torch.no_grad():  # a frozen backbone needs no activations kept for backward
+            return self.backbone(**rows)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeddings [B, out_dim], present [B] bool). Rows whose item lacks this modality (collate marks them
@@ -53,11 +70,7 @@ class ModalityEncoder(nn.Module):
         out = None
         if bool(present.any()):
             rows = {k: v[present] for k, v in inputs.items()} if not bool(present.all()) else inputs
-            if any(p.requires_grad for p in self.backbone.parameters()):
-                encoded = self.backbone(**rows)
-            else:
-                with torch.no_grad():  # a frozen backbone needs no activations kept for backward
-                    encoded = self.backbone(**rows)
+            encoded = self._encode(rows)
             if bool(present.all()):
                 out = encoded
             else:
