@@ -530,6 +530,25 @@ class Recommender:
             top, scores = exact_top_k(d.vectors, user, k, exclude)
         return [(d.index.item_ids[int(r)], float(s)) for r, s in zip(top.tolist(), scores.tolist())]
 
+    # -- many queries at once, explanations (crossrec_peft/batched.py, crossrec_peft/explain.py) ----------------
+    def recommend_many(self, queries: Sequence[Any]) -> list[list[tuple[str, float]]]:
+        """`recommend` for many queries at once, whatever their domains: each a `batched.Query` or a mapping
+        with its fields (history, k, domain, exclude_history). History items may be catalog ids or field
+        dicts (new items). Every query is checked first; then every user is encoded and every catalog ranked
+        in a few tensor operations per domain (exact search)."""
+        from .batched import Query, compute, prepare
+
+        batch = [prepare(self, q if isinstance(q, Query) else Query(**q)) for q in queries]
+        return compute(self, batch)
+
+    def explain(self, history: Sequence[Item], item_id: str | Sequence[str], domain: str | None = None) -> Any:
+        """Why `item_id` scores as it does for this history: each history item's contribution and share of
+        the score (exact for pooling user encoders, leave-one-out otherwise; `method` says which) and each
+        modality's (the score lost when it is masked). A list of ids gives a list. See crossrec_peft/explain.py."""
+        from .explain import explain
+
+        return explain(self, history, item_id, domain)
+
 
 def _featurize_view(backbone: torch.nn.Module, options: Any, featurize_only: Sequence[str]) -> torch.nn.Module:
     """The shared backbone as this domain sees it: the same modules (weights, adapters, hooks), with this
