@@ -371,6 +371,9 @@ class Recommender:
             context = FeatureContext(
                 item_ids=ids, root=catalog.directory if catalog else None,
                 where=lambda k, ids=ids: f"item '{ids[k]}'",
+                # New items given by their fields may come without an image: that modality is then missing
+                # (the fusion's missing-modality path), as in training. Catalog images stay strict.
+                on_bad_image="placeholder" if all(isinstance(i, Mapping) for i in items) else "error",
             )
             index = torch.arange(len(items))
             for modality, enc in d.model.modalities.items():
