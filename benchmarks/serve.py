@@ -2,8 +2,8 @@
 
     python benchmarks/serve.py [--clients 32] [--requests 1500] [--time-limit 120]
 
-Real server processes on 127.0.0.1 (free ports; nothing else is contacted) and an async httpx client in this
-process: `--clients` concurrent clients send `--requests` POST /v1/recommend requests (histories of 1-12
+Real server processes on 127.0.0.1 (free ports; nothing else is contacted) and async httpx clients in
+`--client-processes` processes: `--clients` concurrent clients send `--requests` POST /v1/recommend requests (histories of 1-12
 random catalog items, k=10) after a warm-up, each run bounded by `--time-limit` seconds. Runs, side by side:
 
     one domain, batched      the three-domain server, every request to ecommerce (--max-batch 64)
@@ -11,7 +11,8 @@ random catalog items, k=10) after a warm-up, each run bounded by `--time-limit` 
     three domains, unbatched a server started with --max-batch 1 (one request per worker call)
 
 Reported: requests/s, p50/p95/p99 latency, errors, the batch-size distribution (from the server's
-/metrics), the load average around each run (the machine is shared), and the peak RSS (VmHWM) of the
+/metrics), the server's and the clients' CPU time per request, the load average around each run (the machine
+is shared), and the peak RSS (VmHWM) of the
 three-domain server against three single-domain servers. Writes benchmarks/results/serve.json.
 """
 
@@ -74,6 +75,10 @@ class Server:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     def batch_histogram(self) -> dict[str, float]:
         """Cumulative counts of crossrec_batch_requests (requests per micro-batch) by bucket, plus sum and count."""
         text = httpx.get(f"{self.url}/metrics", timeout=30).text
@@ -96,17 +101,20 @@ class Server:
             return self.proc.wait()
 
 
-async def load(url: str, bodies: list[dict], clients: int, time_limit: float) -> dict:
+async def _client(url: str, bodies: list[dict], clients: int, deadline_epoch: float, start_epoch: float) -> dict:
+    """One client process: `clients` concurrent httpx connections working through `bodies`."""
     latencies: list[float] = []
     errors = 0
     queue = iter(bodies)
-    deadline = time.perf_counter() + time_limit
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        await client.get("/healthz")  # connect before the clock starts
+        await asyncio.sleep(max(0.0, start_epoch - time.time()))
+
         async def worker():
             nonlocal errors
             for body in queue:
-                if time.perf_counter() > deadline:
+                if time.time() > deadline_epoch:
                     return
                 started = time.perf_counter()
                 try:
@@ -117,16 +125,37 @@ async def load(url: str, bodies: list[dict], clients: int, time_limit: float) ->
                 latencies.append(time.perf_counter() - started)
                 errors += not ok
 
-        started = time.perf_counter()
+        cpu, begin = time.process_time(), time.time()
         await asyncio.gather(*(worker() for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-    ms = sorted(1000 * x for x in latencies)
+        return {"latencies": latencies, "errors": errors, "begin": begin, "end": time.time(), "cpu": time.process_time() - cpu}
 
-    def pct(p: float) -> float:
-        return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))]
 
-    return {"requests": len(ms), "seconds": elapsed, "rps": len(ms) / elapsed, "errors": errors,
-            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "mean_ms": statistics.fmean(ms)}
+def _client_process(args: tuple) -> dict:
+    return asyncio.run(_client(*args))
+
+
+def load(url: str, bodies: list[dict], clients: int, time_limit: float, processes: int) -> dict:
+    """`clients` concurrent clients spread over `processes` client processes (one httpx client costs more CPU per
+    request than the server does; several processes keep the load generator from being what is measured)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    processes = max(1, min(processes, clients))
+    start = time.time() + 5.0  # every process started, connected and waiting
+    deadline = start + time_limit
+    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
+    slices = [bodies[i::processes] for i in range(processes)]
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_client_process, [(url, b, c, deadline, start) for b, c in zip(slices, shares)]))
+    elapsed = max(p["end"] for p in parts) - min(p["begin"] for p in parts)
+    ms = sorted(1000 * x for p in parts for x in p["latencies"])
+
+    def pct(q: float) -> float:
+        return ms[min(len(ms) - 1, int(round(q / 100 * (len(ms) - 1))))]
+
+    return {"requests": len(ms), "seconds": elapsed, "rps": len(ms) / elapsed, "errors": sum(p["errors"] for p in parts),
+            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "mean_ms": statistics.fmean(ms),
+            "client_cpu_ms_per_request": 1000 * sum(p["cpu"] for p in parts) / max(1, len(ms))}
 
 
 def make_bodies(ids: dict[str, list[str]], domains: list[str], n: int, seed: int) -> list[dict]:
@@ -150,15 +179,20 @@ def batch_stats(before: dict, after: dict) -> dict:
             "distribution": {k: v for k, v in buckets.items() if v}}
 
 
-def run(server: Server, name: str, bodies: list[dict], args) -> dict:
-    asyncio.run(load(server.url, bodies[: args.warmup], args.clients, args.time_limit))  # warm-up
+def run(server: Server, name: str, bodies: list[dict], args, clients: int | None = None) -> dict:
+    clients = clients or args.clients
+    processes = min(args.client_processes, clients)
+    load(server.url, bodies[: args.warmup], clients, args.time_limit, processes)  # warm-up
     before, load_before = server.batch_histogram(), os.getloadavg()[0]
-    result = asyncio.run(load(server.url, bodies[args.warmup :], args.clients, args.time_limit))
+    cpu_before = server.cpu_seconds()
+    result = load(server.url, bodies[args.warmup :], clients, args.time_limit, processes)
+    result["server_cpu_ms_per_request"] = 1000 * (server.cpu_seconds() - cpu_before) / max(1, result["requests"])
     result.update(batching=batch_stats(before, server.batch_histogram()), load_before=load_before, load_after=os.getloadavg()[0])
     print(f"{name:<26} {result['rps']:7.1f} req/s  p50 {result['p50_ms']:7.1f}  p95 {result['p95_ms']:7.1f}  "
-          f"p99 {result['p99_ms']:7.1f} ms  errors {result['errors']}  batch {result['batching']['mean_requests_per_batch']:.1f}  "
+          f"p99 {result['p99_ms']:7.1f} ms  errors {result['errors']}  cpu/req server {result['server_cpu_ms_per_request']:.2f} "
+          f"client {result['client_cpu_ms_per_request']:.2f} ms  batch {result['batching']['mean_requests_per_batch']:.1f}  "
           f"load {load_before:.1f}->{result['load_after']:.1f}", flush=True)
-    return {"name": name, **result}
+    return {"name": name, "clients": clients, **result}
 
 
 def main() -> None:
@@ -168,6 +202,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--time-limit", type=float, default=120, help="seconds per run at most")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--light-clients", type=int, default=4, help="concurrent clients of the below-saturation run")
+    parser.add_argument("--client-processes", type=int, default=4, help="processes the concurrent clients are spread over")
     parser.add_argument("--skip-memory", action="store_true", help="leave out the three single-domain servers")
     args = parser.parse_args()
     if args.clients < 1 or args.requests < 1 or args.time_limit <= 0:
@@ -193,6 +229,9 @@ def main() -> None:
     try:
         runs.append(run(batched, "one domain, batched", one, args))
         runs.append(run(batched, "three domains, batched", mixed, args))
+        # Latency below saturation: the same traffic from a few clients.
+        light = make_bodies(ids, DOMAINS, args.warmup + args.requests // 3, seed=4)
+        runs.append(run(batched, "three domains, batched", light, args, clients=args.light_clients))
         memory["three domains, one process"] = batched.peak_rss_mb()
     finally:
         batched_exit = batched.stop()
@@ -207,14 +246,14 @@ def main() -> None:
         for domain in DOMAINS:
             server = Server([domain]).wait_ready()
             try:
-                asyncio.run(load(server.url, make_bodies(ids, [domain], 50, seed=3), 4, args.time_limit))
+                load(server.url, make_bodies(ids, [domain], 50, seed=3), 4, args.time_limit, 1)
                 singles.append(server.peak_rss_mb())
             finally:
                 server.stop()
         memory.update({f"{d} alone": v for d, v in zip(DOMAINS, singles)})
         memory["three single-domain processes"] = sum(singles)
 
-    by = {r["name"]: r for r in runs}
+    by = {r["name"]: r for r in runs if r["clients"] == args.clients}
     ratios = {
         "mixed / one-domain throughput": by["three domains, batched"]["rps"] / by["one domain, batched"]["rps"],
         "batched / unbatched throughput": by["three domains, batched"]["rps"] / by["three domains, unbatched"]["rps"],
@@ -222,12 +261,13 @@ def main() -> None:
     if "three single-domain processes" in memory:
         ratios["one process / three processes RSS"] = memory["three domains, one process"] / memory["three single-domain processes"]
 
-    print("\n| traffic | batching | req/s | p50 ms | p95 ms | p99 ms | errors | mean batch | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| traffic | batching | clients | req/s | p50 ms | p95 ms | p99 ms | errors | mean batch | server CPU ms/req | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         traffic, batching = r["name"].split(", ")
-        print(f"| {traffic} | {batching} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['errors']} | {r['batching']['mean_requests_per_batch']:.1f} | {r['load_before']:.1f}-{r['load_after']:.1f} |")
+        print(f"| {traffic} | {batching} | {r['clients']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
+              f"{r['errors']} | {r['batching']['mean_requests_per_batch']:.1f} | {r['server_cpu_ms_per_request']:.2f} | "
+              f"{r['load_before']:.1f}-{r['load_after']:.1f} |")
     print("\n| process | peak RSS MB |\n|---|---|")
     for name, mb in memory.items():
         print(f"| {name} | {mb:.0f} |")
