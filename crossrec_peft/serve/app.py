@@ -49,6 +49,7 @@ def domain_info(rec: "Recommender", name: str) -> dict[str, Any]:
     return {
         "name": name,
         "package": str(d.directory),
+        "package_id": d.manifest.get("id"),
         "backbones": {m: str(cfg["backbone"]["name"]) for m, cfg in modalities.items()},
         "methods": {m: str(cfg["method"]["name"]) for m, cfg in modalities.items()},
         "user_encoder": str(d.manifest["model"]["user_encoder"]["name"]),

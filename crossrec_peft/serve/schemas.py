@@ -84,6 +84,7 @@ class IndexInfo(BaseModel):
 class DomainInfo(BaseModel):
     name: str
     package: str
+    package_id: Optional[str] = Field(description="the manifest's id: <domain>/<name>@<hash of its files>")
     backbones: Dict[str, str]
     methods: Dict[str, str]
     user_encoder: str

@@ -203,10 +203,11 @@ def test_admin_route_is_off_without_a_token(rec):
         assert "--admin-token" in r.json()["error"]["message"]
 
 
-def test_domains_health_and_metrics(server):
+def test_domains_health_and_metrics(server, rec):
     domains = {d["name"]: d for d in httpx.get(f"{server.url}/v1/domains").json()["domains"]}
     assert domains["shop"]["methods"] == {"text": "lora"} and domains["bank"]["methods"] == {"text": "bottleneck"}
     assert domains["shop"]["index"]["items"] == 16 and domains["shop"]["catalog_size"] == 16
+    assert domains["shop"]["package_id"] == rec.manifest("shop")["id"]
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{server.url}/readyz").json()["ready"] is True
     recommend(server, k=2)
