@@ -30,6 +30,9 @@ class Entry:
     options: type | None = None  # a dataclass validating the entry's options in a config
     description: str = ""
     takes_argument: bool = False  # True for prefix entries such as "hf" in "hf:<model>"
+    # For `ls`: a callable saying whether the component works on this machine now ("offline, bundled",
+    # "not installed: pip install ..."); None: nothing to check.
+    availability: Callable[[], str] | None = None
 
 
 class Registry:
@@ -44,6 +47,7 @@ class Registry:
         options: type | None = None,
         description: str = "",
         takes_argument: bool = False,
+        availability: Callable[[], str] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator: ``@methods.register("lora", options=LoraOptions)``."""
         if options is not None and not dataclasses.is_dataclass(options):
@@ -53,7 +57,7 @@ class Registry:
             if name in self._entries and self._entries[name].factory is not factory:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             summary = description or next(iter((factory.__doc__ or "").strip().splitlines()), "")
-            self._entries[name] = Entry(name, factory, options, summary, takes_argument)
+            self._entries[name] = Entry(name, factory, options, summary, takes_argument, availability)
             return factory
 
         return decorate

@@ -1,6 +1,6 @@
 """Frozen pretrained encoders, one per modality. Importing this package registers the built-ins."""
 
-from . import clip, ids, text  # noqa: F401  (register openclip, ids, minilm, hf)
+from . import clip, effnet_lite, ids, text, timm_towers  # noqa: F401  (register openclip, effnet-lite0, ids, minilm, hf, timm)
 from .base import FeatureContext
 from .spec import ARCHITECTURES, ArchSpec, arch_spec
 

@@ -172,15 +172,7 @@ class ClipBackbone(nn.Module):
     def collate(self, features: dict[str, Any], index: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.tower == "text":
             return {"text": features["text"][index], "present": features["present"][index]}
-        paths = [features["paths"][i] for i in index.tolist()]
-        present = torch.tensor([p is not None for p in paths], dtype=torch.bool)
-        size = self.model.image_size
-        size = size if isinstance(size, (tuple, list)) else (size, size)
-        pixels = torch.zeros(len(paths), 3, *size)
-        for row, path in enumerate(paths):
-            if path is not None:
-                pixels[row] = features["preprocess"](load_rgb(path))
-        return {"pixel_values": pixels, "present": present}
+        return pixel_batch([features["paths"][i] for i in index.tolist()], features["preprocess"], self.model.image_size)
 
     def forward(self, pixel_values: torch.Tensor | None = None, text: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(pixel_values if self.tower == "image" else text)
@@ -215,6 +207,18 @@ def load_rgb(path: Path):
 
     with Image.open(path) as im:
         return im.convert("RGB")  # palette, greyscale, RGBA and CMYK images all become RGB
+
+
+def pixel_batch(paths: Sequence[Path | None], preprocess, size) -> dict[str, torch.Tensor]:
+    """The model inputs of one batch of images (any image tower): preprocessed pixels, zeros and
+    present=False where an item has no usable image."""
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    present = torch.tensor([p is not None for p in paths], dtype=torch.bool)
+    pixels = torch.zeros(len(paths), 3, *size)
+    for row, path in enumerate(paths):
+        if path is not None:
+            pixels[row] = preprocess(load_rgb(path))
+    return {"pixel_values": pixels, "present": present}
 
 
 def _image_problem(path: Path) -> str | None:
@@ -275,7 +279,8 @@ def check_images(values: Sequence[Any], context: FeatureContext) -> list[Path | 
     return paths
 
 
-@backbones.register("openclip", options=ClipOptions, takes_argument=True)
+@backbones.register("openclip", options=ClipOptions, takes_argument=True,
+                    availability=lambda: "offline with random init or a local .safetensors file; pretrained tags need network")
 def openclip(options: ClipOptions, argument: str | None = None) -> ClipBackbone:
     """openclip:<arch>[/<tag>] or openclip:hf-hub:<repo>: a CLIP image or text tower (open_clip 3.3)."""
     assert argument

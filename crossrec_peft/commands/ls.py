@@ -26,3 +26,5 @@ def run(args) -> None:
         for entry in reg.entries():
             label = f"{entry.name}:<arg>" if entry.takes_argument else entry.name
             print(f"  {label:<14} {entry.description}")
+            if entry.availability is not None:
+                print(f"  {'':<14} available: {entry.availability()}")

@@ -5,7 +5,9 @@ and the untuned model equals the frozen backbone. It is inserted by replacing a 
 with `Adapted`, which calls the original module (frozen, unchanged) and then the adapter on its output. Only
 the output is touched, so any module can be adapted: an nn.Linear, a bitsandbytes Linear8bitLt or Linear4bit,
 even an nn.Identity. The adapter's width is the transformer's hidden size (the backbone's ``adapter_width``
-when it defines one, otherwise its ``hidden_size``), never read from the wrapped module.
+when it defines one, otherwise its ``hidden_size``), never read from the wrapped module; a convolutional tower,
+whose stages differ in width, answers per point (``adapter_width_at``), and its adapters act on the channel
+dimension (the architecture's ``feature_dim``).
 
 Where adapters go is declared per architecture in `ArchSpec.adapter_points` (backbones/spec.py): a point name
 ("attention", "mlp") -> a module-path pattern relative to the transformer (``backbone.base_model``) in which
@@ -69,22 +71,34 @@ class BottleneckOptions:
 
 
 class BottleneckAdapter(nn.Module):
-    """The residual bottleneck h + up(act(down(h))); `up` starts at zero, so the adapter starts as the identity."""
+    """The residual bottleneck h + up(act(down(h))); `up` starts at zero, so the adapter starts as the identity.
 
-    def __init__(self, width: int, size: int, activation: str):
+    `dim` is the feature dimension of h: -1 for a transformer's hidden states, 1 for a CNN's channels
+    ([batch, channels, height, width]: the same Linear weights act per pixel, as 1x1 convolutions would).
+    """
+
+    def __init__(self, width: int, size: int, activation: str, dim: int = -1):
         super().__init__()
         self.width = width
+        self.dim = dim
         self.down = nn.Linear(width, size)
         self.act = ACTIVATIONS[activation]()
         self.up = nn.Linear(size, width)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def update(self, h: torch.Tensor) -> torch.Tensor:
+        """up(act(down(h))) in h's layout and dtype: what the adapter adds to h."""
         # The adapter keeps its own (float32) dtype; a half-precision or quantized backbone's output is cast in
         # and the update cast back, so the residual stream keeps the backbone's dtype.
         x = h.to(self.down.weight.dtype)
-        return h + self.up(self.act(self.down(x))).to(h.dtype)
+        if self.dim not in (-1, h.dim() - 1):
+            x = x.movedim(self.dim, -1)
+            return self.up(self.act(self.down(x))).movedim(-1, self.dim).to(h.dtype)
+        return self.up(self.act(self.down(x))).to(h.dtype)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.update(h)
 
 
 class Adapted(nn.Module):
@@ -106,10 +120,10 @@ class Adapted(nn.Module):
                         f"{type(out).__name__}, not a tensor; adapt a module whose output is the hidden states.")
 
     def _adapt(self, h: torch.Tensor) -> torch.Tensor:
-        if h.shape[-1] != self.adapter.width:
+        if h.shape[self.adapter.dim] != self.adapter.width:
             raise ConfigError(
                 f"bottleneck adapter at '{self.path}' has width {self.adapter.width} (the backbone's hidden size) "
-                f"but the {type(self.original).__name__} there outputs size {h.shape[-1]}: adapt modules whose output is "
+                f"but the {type(self.original).__name__} there outputs size {h.shape[self.adapter.dim]}: adapt modules whose output is "
                 "the transformer's hidden states, or give the backbone an `adapter_width` attribute."
             )
         return self.adapter(h)
@@ -127,6 +141,20 @@ def compile_pattern(pattern: str) -> re.Pattern:
 
 def _is_pattern(entry: str) -> bool:
     return "." in entry or "*" in entry
+
+
+def adapter_width(backbone: nn.Module, path: str) -> int:
+    """The width of an adapter at `path` (relative to the transformer): the backbone's `adapter_width_at(path)`
+    where widths differ per point (a CNN's stages), else its `adapter_width` or `hidden_size`."""
+    at = getattr(backbone, "adapter_width_at", None)
+    if callable(at):
+        return int(at(path))
+    return int(getattr(backbone, "adapter_width", None) or getattr(backbone, "hidden_size"))
+
+
+def feature_dim(backbone: nn.Module) -> int:
+    """The feature dimension at adapter points: the architecture's `feature_dim` (1 for CNN channels), else -1."""
+    return int(getattr(getattr(backbone, "arch", None), "feature_dim", -1))
 
 
 def _transformer(backbone: nn.Module) -> nn.Module:
@@ -179,7 +207,6 @@ class Bottleneck(Method):
         o = self.options
         root = _transformer(backbone)
         patterns = self.patterns(backbone)
-        width = int(getattr(backbone, "adapter_width", None) or getattr(backbone, "hidden_size"))
         named = list(root.named_modules())
         modules = dict(named)  # parents are looked up here, before any replacement (patterns may nest)
         existing = adapted_modules(root)
@@ -202,8 +229,9 @@ class Bottleneck(Method):
                 if id(sub) not in seen:
                     seen.add(id(sub))
                     targets.append((name, sub))
+        widths = {name: adapter_width(backbone, name) for name, _ in targets}
         for name, sub in targets:
-            out_features = getattr(sub, "out_features", None)
+            out_features, width = getattr(sub, "out_features", None), widths[name]
             if isinstance(out_features, int) and out_features != width:
                 raise ConfigError(
                     f"Bottleneck adapter at '{name}' of {self._describe(backbone)}: the module outputs {out_features} "
@@ -219,7 +247,7 @@ class Bottleneck(Method):
             if tensor is None:  # an nn.Identity: the transformer's device
                 tensor = reference
             device = tensor.device if tensor is not None else torch.device("cpu")
-            adapter = BottleneckAdapter(width, o.size, o.activation).to(device=device, dtype=torch.float32)
+            adapter = BottleneckAdapter(widths[name], o.size, o.activation, feature_dim(backbone)).to(device=device, dtype=torch.float32)
             adapter.requires_grad_(True)
             wrapper = Adapted(sub, adapter, name)
             wrapper.train(sub.training)

@@ -44,6 +44,14 @@ class PeftMethod(Method):
         except ValueError as exc:  # peft's message when no module matches the targets
             raise ConfigError(f"Cannot attach {type(self).__name__} to '{backbone.model_id}': {exc}") from None
 
+    def _layers(self, backbone: nn.Module, layers: Optional[List[int]]) -> dict:
+        """peft's layers_to_transform/layers_pattern for the `layers` option (for a CNN: its stages), with
+        the architecture's layers_pattern (the module-path component followed by the index)."""
+        if layers is None:
+            return {}
+        pattern = getattr(getattr(backbone, "arch", None), "layers_pattern", None)
+        return {"layers_to_transform": list(layers), **({"layers_pattern": pattern} if pattern else {})}
+
     def load(self, backbone: nn.Module, directory: Path, *, trainable: bool = False) -> None:
         from peft import PeftModel
 
@@ -58,8 +66,12 @@ class LoraOptions:
     dropout: float = 0.0
     target_modules: Optional[List[str]] = None  # null: the backbone architecture's defaults
     bias: str = "none"
+    # null: every layer. Otherwise the layer indices to adapt (for a timm CNN: stages, e.g. [5, 6], the last two).
+    layers: Optional[List[int]] = None
 
     def check(self) -> str | None:
+        if self.layers is not None and (not self.layers or any(i < 0 for i in self.layers)):
+            return f"layers must be null (every layer) or a non-empty list of layer indices >= 0, got {self.layers}."
         if self.r <= 0:
             return f"r must be positive, got {self.r}."
         if not 0 <= self.dropout < 1:
@@ -71,7 +83,7 @@ class LoraOptions:
 
 @methods.register("lora", options=LoraOptions)
 class Lora(PeftMethod):
-    """LoRA (Hu et al., 2021) through peft: low-rank updates of the attention projections."""
+    """LoRA (Hu et al., 2021) through peft: low-rank updates of the attention projections (a CNN's 1x1 convs)."""
 
     def peft_config(self, backbone: nn.Module):
         from peft import LoraConfig
@@ -83,6 +95,7 @@ class Lora(PeftMethod):
             lora_dropout=o.dropout,
             bias=o.bias,
             target_modules=self._targets(backbone, o.target_modules, "lora_targets"),
+            **self._layers(backbone, o.layers),
         )
 
 

@@ -37,19 +37,24 @@ class _Route:
         self.single: str | None = None
         self.groups: dict[str, torch.Tensor] = {}
 
-    def scale(self, scales: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor | None:
-        """`x` times each row's domain's scale vector over the last dimension (IA3); None if no row has one.
-        A mixed batch builds one [rows, features] scale matrix: no gather or scatter of the activations."""
+    def scale(self, scales: Mapping[str, torch.Tensor], x: torch.Tensor, dim: int = -1) -> torch.Tensor | None:
+        """`x` times each row's domain's scale vector over dimension `dim` (IA3: the last one for a Linear, the
+        channels for a convolution); None if no row has one. A mixed batch builds one [rows, features] scale
+        matrix: no gather or scatter of the activations."""
+        dim = dim % x.dim()
         if self.single is not None:
             scale = scales.get(self.single)
-            return None if scale is None else (x.to(scale.dtype) * scale).to(x.dtype)
+            if scale is None:
+                return None
+            shape = (1,) * dim + (x.shape[dim],) + (1,) * (x.dim() - dim - 1)
+            return (x.to(scale.dtype) * scale.view(shape)).to(x.dtype)
         present = [(rows, scales[d]) for d, rows in self.groups.items() if d in scales]
         if not present:
             return None
-        matrix = torch.ones(len(x), x.shape[-1], dtype=present[0][1].dtype, device=x.device)
+        matrix = torch.ones(len(x), x.shape[dim], dtype=present[0][1].dtype, device=x.device)
         for rows, scale in present:
             matrix[rows] = scale
-        shape = (len(x),) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        shape = (len(x),) + (1,) * (dim - 1) + (x.shape[dim],) + (1,) * (x.dim() - dim - 1)
         return (x.to(matrix.dtype) * matrix.view(shape)).to(x.dtype)
 
     def adapt(self, adapters: Mapping[str, nn.Module], h: torch.Tensor, *, fresh: bool) -> torch.Tensor | None:
@@ -65,7 +70,7 @@ class _Route:
             if adapter is None:
                 continue
             x = h[rows]
-            update = adapter.up(adapter.act(adapter.down(x.to(adapter.down.weight.dtype)))).to(h.dtype)
+            update = adapter.update(x)
             if out is None:
                 out = h if fresh else h.clone()
             out.index_add_(0, rows, update)
@@ -80,6 +85,8 @@ class _ModuleRoutes:
         self.module = module
         self.route = route
         self.path = path
+        # IA3 scales a convolution's channels (dimension 1), a Linear's last dimension.
+        self.dim = 1 if isinstance(module, nn.modules.conv._ConvNd) else -1
         self.input_scales: dict[str, torch.Tensor] = {}
         self.output_scales: dict[str, torch.Tensor] = {}
         self.adapters: dict[str, nn.Module] = {}
@@ -108,11 +115,11 @@ class _ModuleRoutes:
     def _pre(self, module: nn.Module, args: tuple) -> tuple | None:
         if not self.input_scales or not args or not isinstance(args[0], torch.Tensor):
             return None
-        x = self.route.scale(self.input_scales, args[0])
+        x = self.route.scale(self.input_scales, args[0], self.dim)
         return None if x is None else (x, *args[1:])
 
     def _apply(self, h: torch.Tensor, args: tuple) -> torch.Tensor | None:
-        out = self.route.scale(self.output_scales, h) if self.output_scales else None
+        out = self.route.scale(self.output_scales, h, self.dim) if self.output_scales else None
         if self.adapters:
             # An output that shares memory with an input (nn.Identity, a view) must not be changed in place.
             storage = h.untyped_storage().data_ptr()
@@ -250,6 +257,8 @@ class SharedBackbone(nn.Module):
             module = self._module(self._transformer_prefix + inner, str(directory))
             on_input = _feedforward(config, inner)
             features = getattr(module, "in_features" if on_input else "out_features", None)
+            if isinstance(module, nn.modules.conv._ConvNd):
+                features = module.in_channels if on_input else module.out_channels
             if features is not None and value.numel() != features:
                 raise PackageError(
                     f"{directory}: IA3 vector for '{inner}' has {value.numel()} entries, the module of backbone "
@@ -261,7 +270,7 @@ class SharedBackbone(nn.Module):
         self.adapters[domain] = container
 
     def _add_bottleneck(self, domain: str, method: Mapping[str, Any], state: Mapping[str, torch.Tensor], directory: Path) -> None:
-        from ..methods.bottleneck import BottleneckAdapter
+        from ..methods.bottleneck import BottleneckAdapter, adapter_width, feature_dim
 
         groups: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in state.items():
@@ -272,14 +281,14 @@ class SharedBackbone(nn.Module):
         if not groups:
             raise PackageError(f"{directory}: the bottleneck method has no adapter tensors in its weights.")
         container = nn.ModuleDict()
-        width = int(getattr(self.backbone, "adapter_width", None) or self.backbone.hidden_size)
         for path, tensors in groups.items():
             module = self._module(path, str(directory))
+            width = adapter_width(self.backbone, path.removeprefix(self._transformer_prefix))
             down = tensors.get("down.weight")
             if down is None or down.shape[1] != width:
                 got = "no down.weight" if down is None else f"width {down.shape[1]}"
                 raise PackageError(f"{directory}: bottleneck adapter at '{path}' has {got}; backbone '{self.identity.get('id')}' has hidden size {width}.")
-            adapter = BottleneckAdapter(width, int(down.shape[0]), str(method.get("activation", "relu")))
+            adapter = BottleneckAdapter(width, int(down.shape[0]), str(method.get("activation", "relu")), feature_dim(self.backbone))
             try:
                 adapter.load_state_dict(tensors)
             except RuntimeError as exc:

@@ -251,7 +251,7 @@ class HFShim(nn.Module):
         return self.model(input_ids=input_ids).last_hidden_state
 
 
-@pytest.mark.parametrize("model_type", sorted(t for t, spec in ARCHITECTURES.items() if spec.adapter_points))
+@pytest.mark.parametrize("model_type", sorted(t for t, spec in ARCHITECTURES.items() if spec.adapter_points and not t.startswith("timm-")))
 def test_every_declared_architecture_gets_identity_adapters_at_each_point(model_type):
     backbone = HFShim(model_type)
     ids = torch.randint(5, 60, (2, 7))
