@@ -152,7 +152,7 @@ def main() -> None:
             started = time.perf_counter()
             peft_model.set_adapter(lora_a if i % 2 else lora_b, inference_mode=True)
             activations.append(1000 * (time.perf_counter() - started))
-        rec._domains[lora_a].shared["text"]._active_lora = None
+        rec._domains[lora_a].shared["text"]._active_peft = None
         results["swap"]["lora_activation_ms_median"] = statistics.median(activations)
         results["swap"]["lora_activation_ms_p95"] = p95(activations)
         results["swap"]["domains_loaded"] = len(rec.domains)

@@ -27,6 +27,7 @@ import platform
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -36,6 +37,8 @@ from safetensors.torch import load_file, save_file
 
 from .errors import PackageError
 from .fsutil import make_public, sha256
+from .methods.base import Storage
+from .methods.peft_methods import PEFT_WEIGHTS  # peft's weight file name, said once
 from .model.build import build_model
 from .model.heads import build_head
 from .model.two_tower import TwoTowerModel
@@ -44,35 +47,37 @@ FORMAT_VERSION = 2
 MANIFEST = "crossrec.json"
 WEIGHTS = "crossrec_weights.safetensors"
 TOWER_SUFFIX = "_tower.safetensors"
-PEFT_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 DOCS = "docs/package-format.md"
 
 
 def _peft_modalities(model: TwoTowerModel) -> dict[str, str]:
-    """Modality -> directory (relative to the package) of its peft files; the first one sits at the root."""
+    """Modality -> directory (relative to the package) of its method's own files (peft's); the first at the root."""
     out: dict[str, str] = {}
     for name, enc in model.modalities.items():
-        if enc.method.peft_based:
+        if enc.method.storage is Storage.PEFT:
             out[name] = "." if not out else name
     return out
 
 
 def _tower_modalities(model: TwoTowerModel) -> list[str]:
-    """Modalities whose whole backbone trains (method `full`): their weights are a tower, not an adapter."""
-    from .methods.basic import Full
-
-    return [name for name, enc in model.modalities.items() if isinstance(enc.method, Full)]
+    """Modalities whose whole backbone is the method's weights (`Storage.TOWER`): a tower, not an adapter."""
+    return [name for name, enc in model.modalities.items() if enc.method.storage is Storage.TOWER]
 
 
-def trainable_state(model: TwoTowerModel) -> dict[str, torch.Tensor]:
-    """Every exported tensor that peft does not save (crossrec weights and towers), and the temperature."""
-    peft_prefixes = tuple(f"modalities.{m}.backbone." for m in _peft_modalities(model))
-    state = {
+def exported_state(model: TwoTowerModel) -> dict[str, torch.Tensor]:
+    """Every tensor the package's safetensors files hold: each modality's method's exported backbone tensors
+    (`Method.exported_state`), every other trainable tensor (heads, fusion, user encoder) and the temperature."""
+    state: dict[str, torch.Tensor] = {}
+    for name, enc in model.modalities.items():
+        prefix = f"modalities.{name}.backbone."
+        state.update({prefix + k: p.detach().cpu().contiguous() for k, p in enc.method.exported_state(enc.backbone).items()})
+    backbones = tuple(f"modalities.{m}.backbone." for m in model.modalities)
+    state.update({
         name: p.detach().cpu().contiguous()
         for name, p in model.named_parameters()
-        if p.requires_grad and not name.startswith(peft_prefixes)
-    }
+        if p.requires_grad and not name.startswith(backbones)
+    })
     state["log_temperature"] = model.log_temperature.detach().cpu().reshape(())
     return state
 
@@ -144,18 +149,9 @@ def export_package(
     try:
         peft_dirs = _peft_modalities(model)
         for name, rel in peft_dirs.items():
-            backbone = model.modalities[name].backbone
-            peft_config = backbone.model.peft_config["default"]
-            local = peft_config.base_model_name_or_path
-            # peft records the path the base was loaded from (a site-packages path for the bundled MiniLM);
-            # the package records the portable id instead.
-            peft_config.base_model_name_or_path = backbone.model_id
-            try:
-                # The embeddings are frozen: never let peft look the base model up on the Hub to check.
-                backbone.model.save_pretrained(str(tmp / rel), safe_serialization=True, save_embedding_layers=False)
-            finally:
-                peft_config.base_model_name_or_path = local
-        weight_files = _split_state(model, trainable_state(model))
+            enc = model.modalities[name]
+            enc.method.save(enc.backbone, tmp / rel)
+        weight_files = _split_state(model, exported_state(model))
         for file, tensors in weight_files.items():
             save_file(tensors, str(tmp / file), metadata={"format": "pt"})
 
@@ -166,6 +162,7 @@ def export_package(
                 "backbone": enc.backbone.identity(),
                 "pretrained": bool(getattr(enc.backbone, "pretrained_weights", True)),
                 "method": OmegaConf.to_container(cfg.model.modalities[name].method),
+                "storage": enc.method.storage.value,
                 "peft_dir": peft_dirs.get(name),
             }
         from .methods.base import count_parameters
@@ -287,8 +284,9 @@ def write_model_card(directory: Path, manifest: dict) -> None:
     peft_root = next((m["backbone"]["id"] for m in mods.values() if m.get("peft_dir") == "."), None)
     per_modality = ", ".join(f"{name}: {m['method']['name']}" for name, m in mods.items())
     # A tower trained whole (`full`) is not a frozen base: say so rather than list it among the frozen ones.
-    frozen = sorted({m["backbone"]["id"] for m in mods.values() if m["method"]["name"] != "full"})
-    whole = [f"the `{name}` tower (`{m['backbone']['id']}`) trained whole" for name, m in mods.items() if m["method"]["name"] == "full"]
+    towers = manifest.get("weights", {}).get("towers", {})
+    frozen = sorted({m["backbone"]["id"] for name, m in mods.items() if name not in towers})
+    whole = [f"the `{name}` tower (`{m['backbone']['id']}`) trained whole" for name, m in mods.items() if name in towers]
     base_text = " and ".join(
         ([f"on frozen {', '.join(f'`{b}`' for b in frozen)}"] if frozen else []) + ([", ".join(whole)] if whole else [])
     )
@@ -433,7 +431,7 @@ def check_backbone(where: str, modality: str, recorded: Mapping[str, Any], actua
 
 
 def load_weights(directory: Path, manifest: dict) -> dict[str, torch.Tensor]:
-    """crossrec_weights.safetensors and every tower file merged: the state `trainable_state` describes."""
+    """crossrec_weights.safetensors and every tower file merged: the state `exported_state` describes."""
     directory = Path(directory)
     weights = manifest.get("weights") or {"adapter": WEIGHTS, "towers": {}}
     state: dict[str, torch.Tensor] = {}
@@ -448,7 +446,7 @@ def assign_weights(model: TwoTowerModel, state: dict[str, torch.Tensor], directo
     for name, spec in manifest.get("heads", {}).items():  # objective heads, rebuilt from the manifest's specs
         if name not in model.heads:
             model.heads[name] = build_head(spec).to(device)
-    expected = trainable_state(model)
+    expected = exported_state(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -482,25 +480,57 @@ def _peft_shape_error(directory: Path, name: str, recorded: dict, backbone, exc:
     )
 
 
+@dataclass
+class OpenedPackage:
+    """A package whose manifest is read (migrated) and whose files are verified: what every loader starts from."""
+
+    directory: Path
+    manifest: dict
+    source: str  # what the caller named (a path or an hf:// address), for messages and lineage
+
+    def method_dir(self, modality: str) -> Path:
+        """Where the modality's method's own files are (peft's), or the package root."""
+        rel = self.manifest["modalities"][modality].get("peft_dir")
+        return self.directory / rel if rel is not None else self.directory
+
+    def check_backbone(self, modality: str, actual: Mapping[str, Any]) -> None:
+        check_backbone(self.source, modality, self.manifest["modalities"][modality]["backbone"], actual)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return load_weights(self.directory, self.manifest)
+
+    def load_method(self, model: TwoTowerModel, modality: str, *, trainable: bool = False) -> None:
+        """Rebuild the modality's method on its (fresh) backbone from the package."""
+        enc = model.modalities[modality]
+        try:
+            enc.method.load(enc.backbone, self.method_dir(modality), trainable=trainable)
+        except RuntimeError as exc:  # torch's "size mismatch" from peft's load_state_dict
+            raise _peft_shape_error(self.directory, modality, self.manifest["modalities"][modality]["backbone"], enc.backbone, exc) from None
+
+    def assign(self, model: TwoTowerModel, state: dict[str, torch.Tensor] | None = None) -> None:
+        assign_weights(model, self.weights() if state is None else state, self.directory, self.manifest)
+
+
+def open_package(directory: str | Path, *, source: str | None = None) -> OpenedPackage:
+    """Read the manifest and verify every file of the package at `directory` (a local directory: hf://
+    addresses are resolved by the caller through `hub.resolve`)."""
+    directory = Path(directory)
+    manifest = verify_package(directory)
+    return OpenedPackage(directory, manifest, str(source if source is not None else directory))
+
+
 def load_package(directory: str | Path, *, trainable: bool = False) -> tuple[TwoTowerModel, dict]:
     """Rebuild the model: fresh backbones, each modality's method restored, crossrec weights loaded."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    verify_files(directory, manifest)
-    model = build_model(manifest["model"], attach_methods=False)
+    package = open_package(directory)
+    model = build_model(package.manifest["model"], attach_methods=False)
     for name, enc in model.modalities.items():
-        recorded = manifest["modalities"][name]["backbone"]
-        check_backbone(str(directory), name, recorded, enc.backbone.identity())
-        peft_dir = manifest["modalities"][name].get("peft_dir")
-        try:
-            enc.method.load(enc.backbone, directory / peft_dir if peft_dir is not None else directory, trainable=trainable)
-        except RuntimeError as exc:  # torch's "size mismatch" from peft's load_state_dict
-            raise _peft_shape_error(directory, name, recorded, enc.backbone, exc) from None
-    assign_weights(model, load_weights(directory, manifest), directory, manifest)
+        package.check_backbone(name, enc.backbone.identity())
+        package.load_method(model, name, trainable=trainable)
+    package.assign(model)
     if not trainable:
         model.requires_grad_(False)
     model.eval()
-    return model, manifest
+    return model, package.manifest
 
 
 # -- continued fine-tuning ---------------------------------------------------------------------------------
@@ -515,41 +545,31 @@ def _differences(a: Any, b: Any, prefix: str = "model") -> list[str]:
     return [] if a == b else [f"{prefix} ({b!r} in the config, {a!r} in the parent)"]
 
 
-def init_from_package(model: TwoTowerModel, source: str, cfg: DictConfig) -> dict[str, Any]:
-    """Load a package's weights into `model` (freshly built from `cfg` with its methods attached) so that
-    training continues from it. The config's model must be the parent's and its backbones the very ones the
-    parent was trained on. Returns the parent record for the new package's manifest."""
-    from .hub import resolve
-
-    directory = resolve(source)
-    manifest = verify_package(directory)
+def init_from_package(model: TwoTowerModel, directory: str | Path, cfg: DictConfig, *, source: str | None = None) -> dict[str, Any]:
+    """Load the package at `directory` into `model` (freshly built from `cfg` with its methods attached) so
+    that training continues from it. The config's model must be the parent's and its backbones the very ones
+    the parent was trained on. `source` is what the user named (an hf:// address the caller resolved).
+    Returns the parent record for the new package's manifest."""
+    package = open_package(directory, source=f"init_from={source if source is not None else directory}")
+    manifest = package.manifest
     diffs = _differences(manifest["model"], OmegaConf.to_container(cfg.model, resolve=True))
     if diffs:
         raise PackageError(
-            f"init_from={source}: continued tuning keeps the parent package's model, but the config differs at "
+            f"{package.source}: continued tuning keeps the parent package's model, but the config differs at "
             f"{'; '.join(diffs[:4])}{' ...' if len(diffs) > 4 else ''}. Set the model section to the parent's "
             f"(its crossrec.json 'model') or train from scratch without init_from."
         )
-    from peft import set_peft_model_state_dict
-
     for name, enc in model.modalities.items():
-        recorded = manifest["modalities"][name]["backbone"]
-        check_backbone(f"init_from={source}", name, recorded, enc.backbone.identity())
-        peft_dir = manifest["modalities"][name].get("peft_dir")
-        if peft_dir is None:
-            continue
-        weights = load_file(str(directory / peft_dir / PEFT_WEIGHTS))
+        package.check_backbone(name, enc.backbone.identity())
         try:
-            result = set_peft_model_state_dict(enc.backbone.model, weights)
+            enc.method.load_files(enc.backbone, package.method_dir(name))
         except RuntimeError as exc:
-            raise _peft_shape_error(directory, name, recorded, enc.backbone, exc) from None
-        if result.unexpected_keys:
-            raise PackageError(f"{directory / peft_dir / PEFT_WEIGHTS}: tensors the model does not have: {', '.join(result.unexpected_keys[:5])}.")
-    state = load_weights(directory, manifest)
+            raise _peft_shape_error(package.directory, name, manifest["modalities"][name]["backbone"], enc.backbone, exc) from None
+    state = package.weights()
     # Objective heads: the parent's carry over (assign_weights rebuilds those this run's objective lacks);
     # heads this run's objective adds that the parent lacks keep their untrained values.
     new_heads = tuple(f"heads.{name}." for name in model.heads if name not in manifest.get("heads", {}))
     if new_heads:
-        state.update({k: v for k, v in trainable_state(model).items() if k.startswith(new_heads)})
-    assign_weights(model, state, directory, manifest)
-    return {"id": manifest["id"], "manifest_sha256": sha256(directory / MANIFEST), "source": str(source)}
+        state.update({k: v for k, v in exported_state(model).items() if k.startswith(new_heads)})
+    package.assign(model, state)
+    return {"id": manifest["id"], "manifest_sha256": sha256(package.directory / MANIFEST), "source": str(source if source is not None else directory)}

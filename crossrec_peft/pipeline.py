@@ -126,7 +126,9 @@ def run(
         log.write({"epoch": 0, "split": "validation", "system": system, **validation_of_baselines[system]})
     parent = None
     if cfg.init_from:  # continued tuning: after the untuned baseline, which stays the backbones' own embeddings
-        parent = init_from_package(model, cfg.init_from, cfg)
+        from .hub import resolve
+
+        parent = init_from_package(model, resolve(cfg.init_from), cfg, source=cfg.init_from)
         content = encode_catalog(model, features, num_items, bs, progress=progress, desc="parent: encode items")
         log.write({"epoch": 0, "split": "test", "system": "parent", **held_out.run("parent", model_scorer(model, content, max_history))})
 

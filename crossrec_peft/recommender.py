@@ -8,7 +8,9 @@
 Each backbone (same backbone config) is loaded once; a further domain costs only its adapter, heads and
 fusion. Domains with different methods (LoRA of any rank, IA3, bottleneck adapters, frozen) share it
 through `model.routing.SharedBackbone`, which also encodes batches whose rows belong to different domains
-in one pass. A whole tower trained by `full` (the demo's image tower) belongs to its domain alone.
+in one pass; each method says how its weights share (`Method.share`). A method that cannot share (a whole
+tower trained by `full`, LoRA with trained biases) gives the reason (`Method.own_backbone_reason`), and its
+domain gets its own backbone copy: `own_backbones(domain)` lists which and why.
 Documented in docs/recommender.md.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,8 @@ from .index import (
 from .model.routing import SharedBackbone
 from .model.two_tower import TwoTowerModel
 
+log = logging.getLogger(__name__)
+
 # An item: its id in the domain's catalog, or its fields ({"title": ..., "category": ...}) for an item that
 # is not in the catalog (a new product).
 Item = Union[str, Mapping[str, Any]]
@@ -45,6 +50,7 @@ class _Domain:
     model: TwoTowerModel
     shared: dict[str, SharedBackbone]  # modality -> shared backbone (modalities absent here have their own tower)
     adapter_sha: str
+    own: dict[str, str] = field(default_factory=dict)  # modality -> why its method keeps its own backbone
     data_dir: Path | None = None
     catalog: Catalog | None = None
     index: Index | None = None
@@ -98,10 +104,10 @@ class Recommender:
         from . import registry
         from .config import component
         from .model.build import build_model
-        from .package import assign_weights, check_backbone, load_weights, verify_package
+        from .package import open_package
 
-        directory = _resolve(path)
-        manifest = verify_package(directory)
+        package = open_package(_resolve(path), source=str(path))
+        directory, manifest = package.directory, package.manifest
         name = str(name or manifest.get("domain") or directory.name)
         if name in self._domains:
             raise PackageError(
@@ -110,11 +116,17 @@ class Recommender:
             )
         model_cfg = manifest["model"]
         shared: dict[str, SharedBackbone] = {}
+        own: dict[str, str] = {}  # modality -> why its method keeps its own backbone
         views: dict[str, torch.nn.Module] = {}
         for modality, mod in model_cfg["modalities"].items():
-            if mod["method"]["name"] == "full":
-                continue  # a tower trained whole has no shared base: it is built and loaded with the domain
-            entry, argument, options = component(registry.backbones, mod["backbone"], f"{directory}: model.modalities.{modality}.backbone")
+            where = f"{directory}: model.modalities.{modality}"
+            m_entry, _, m_options = component(registry.methods, mod["method"], f"{where}.method")
+            reason = m_entry.factory(m_options).own_backbone_reason()
+            if reason is not None:  # built and loaded with the domain, as load_package does
+                own[modality] = reason
+                log.info("domain '%s', modality '%s' gets its own backbone: %s.", name, modality, reason)
+                continue
+            entry, argument, options = component(registry.backbones, mod["backbone"], f"{where}.backbone")
             # Keyed by the resolved options (defaults filled in), so equal backbones written differently match;
             # options that only change featurization (a text backbone's max_length) do not split the backbone.
             resolved = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})
@@ -125,15 +137,15 @@ class Recommender:
             if backbone is None:
                 backbone = SharedBackbone(entry.factory(options, argument)).to(self.device)
                 self._backbones[key] = backbone
-            check_backbone(str(directory), modality, manifest["modalities"][modality]["backbone"], backbone.identity)
+            package.check_backbone(modality, backbone.identity)
             shared[modality] = backbone
             views[modality] = _featurize_view(backbone.backbone, options, featurize_only)
 
         model = build_model(model_cfg, attach_methods=False, backbones=views)
-        for modality, enc in model.modalities.items():
-            if modality not in shared:
-                enc.method.attach(enc.backbone)  # `full`: its tensors are exported, so they count as trained
-        state = load_weights(directory, manifest)
+        for modality in own:
+            package.check_backbone(modality, model.modalities[modality].backbone.identity())
+            package.load_method(model, modality)
+        state = package.weights()
         routed: dict[str, dict[str, torch.Tensor]] = {m: {} for m in shared}
         rest: dict[str, torch.Tensor] = {}
         for key, value in state.items():
@@ -142,16 +154,15 @@ class Recommender:
                 rest[key] = value
             else:
                 routed[modality][key[len(f"modalities.{modality}.backbone."):]] = value
-        assign_weights(model, rest, directory, manifest)
+        # The shared modalities' methods were not loaded on this model: their tensors are routed, not assigned.
+        package.assign(model, rest)
         model.requires_grad_(False)
         model.eval().to(self.device)
 
         attached: list[SharedBackbone] = []
         try:
             for modality, backbone in shared.items():
-                peft_dir = manifest["modalities"][modality].get("peft_dir")
-                where = directory / peft_dir if peft_dir is not None else directory
-                backbone.add(name, model_cfg["modalities"][modality]["method"], where, routed[modality])
+                backbone.add(name, model.modalities[modality].method, package.method_dir(modality), routed[modality])
                 attached.append(backbone)
         except Exception:
             for backbone in attached:
@@ -161,7 +172,7 @@ class Recommender:
             backbone.to(self.device)
         self._domains[name] = _Domain(
             name, directory, manifest, model, shared, adapter_fingerprint(directory),
-            data_dir=Path(data).expanduser() if data is not None else None,
+            data_dir=Path(data).expanduser() if data is not None else None, own=own,
         )
         if self._active is None:
             self._active = name
@@ -183,6 +194,11 @@ class Recommender:
         if name not in self._domains:
             raise ConfigError(f"Unknown domain '{name}'.{did_you_mean(name, self._domains)} Loaded: {', '.join(self._domains) or 'none'}.")
         self._active = name
+
+    def own_backbones(self, domain: str | None = None) -> dict[str, str]:
+        """Modality -> why its method keeps its own backbone instead of sharing one (`Method.own_backbone_reason`),
+        for the domain's modalities that do; the others share their backbone with every domain on it."""
+        return dict(self._get(domain).own)
 
     def manifest(self, domain: str | None = None) -> dict:
         """The package manifest (crossrec.json) of a domain."""

@@ -58,6 +58,8 @@ class Registry:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             summary = description or next(iter((factory.__doc__ or "").strip().splitlines()), "")
             self._entries[name] = Entry(name, factory, options, summary, takes_argument, availability)
+            if isinstance(factory, type) and "registered_name" not in vars(factory):
+                factory.registered_name = name  # for messages (a method names itself in errors)
             return factory
 
         return decorate

@@ -14,6 +14,7 @@ METHODS = {
     "ia3": {"name": "ia3"},
     "bottleneck": {"name": "bottleneck", "kind": "houlsby", "size": 8},
     "frozen": {"name": "frozen"},
+    "lora_bias": {"name": "lora", "r": 4, "bias": "all"},  # trains the base layers' biases: cannot share
 }
 
 

@@ -15,7 +15,7 @@ from crossrec_peft.config import load_config
 from crossrec_peft.errors import PackageError
 from crossrec_peft.model import build_model
 from crossrec_peft.package import (
-    FORMAT_VERSION, MANIFEST, WEIGHTS, export_package, load_package, package_id, read_manifest, sha256, trainable_state,
+    FORMAT_VERSION, MANIFEST, WEIGHTS, export_package, load_package, package_id, read_manifest, sha256, exported_state,
 )
 
 from ._packages import perturb
@@ -77,7 +77,7 @@ def test_layout_and_manifest(exported, tiny_bert):
     assert not any("lora_" in k for k in [*ours, *tower]) and "log_temperature" in ours and "item_head.up.weight" in ours
     assert tower and all(k.startswith("modalities.image.backbone.") for k in tower)
     assert not any(k.startswith("modalities.image.") for k in ours)
-    assert set(ours) | set(tower) == set(trainable_state(model))
+    assert set(ours) | set(tower) == set(exported_state(model))
 
 
 def test_reload_gives_the_same_model(exported):

@@ -25,14 +25,18 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, PackageError, did_you_mean
 from ..registry import methods
-from .base import Method
+from .base import Method, describe_backbone, transformer
+
+if TYPE_CHECKING:
+    from ..model.routing import SharedBackbone
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +161,6 @@ def feature_dim(backbone: nn.Module) -> int:
     return int(getattr(getattr(backbone, "arch", None), "feature_dim", -1))
 
 
-def _transformer(backbone: nn.Module) -> nn.Module:
-    root = getattr(backbone, "base_model", None)
-    if root is None:
-        root = getattr(backbone, "model", backbone)
-    return root
-
 
 @methods.register("bottleneck", options=BottleneckOptions)
 class Bottleneck(Method):
@@ -175,7 +173,7 @@ class Bottleneck(Method):
         self.adapted: list[str] = []  # module paths that got an adapter, filled by attach
 
     def _describe(self, backbone: nn.Module) -> str:
-        return f"backbone '{getattr(backbone, 'model_id', type(backbone).__name__)}' (model type '{getattr(backbone, 'model_type', '?')}')"
+        return describe_backbone(backbone)
 
     def patterns(self, backbone: nn.Module) -> list[tuple[str, str]]:
         """(label, module-path pattern) for every insertion point this method adapts on `backbone`."""
@@ -205,7 +203,7 @@ class Bottleneck(Method):
 
     def attach(self, backbone: nn.Module) -> None:
         o = self.options
-        root = _transformer(backbone)
+        root = transformer(backbone)
         patterns = self.patterns(backbone)
         named = list(root.named_modules())
         modules = dict(named)  # parents are looked up here, before any replacement (patterns may nest)
@@ -257,3 +255,30 @@ class Bottleneck(Method):
         self.adapted = adapted_modules(root)
         log.info("bottleneck (%s, size %d): %d adapters on %s", o.kind if o.points is None else "points", o.size,
                  len(self.adapted), self._describe(backbone))
+
+    def share(self, shared: "SharedBackbone", domain: str, directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+        """Routed hooks: each adapter transforms its frozen module's output on this domain's rows only. The
+        adapters come from `state` (``<module path>.adapter.<down|up>.<weight|bias>``, relative to the backbone)."""
+        groups: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            path, sep, rest = key.partition(".adapter.")
+            if not sep:
+                raise PackageError(f"{directory}: backbone tensor '{key}' is not part of a bottleneck adapter.")
+            groups.setdefault(path, {})[rest] = value
+        if not groups:
+            raise PackageError(f"{directory}: the bottleneck method has no adapter tensors in its weights.")
+        prefix = shared.transformer_prefix
+        for path, tensors in groups.items():
+            module = shared.module(path, str(directory))
+            width = adapter_width(shared.backbone, path.removeprefix(prefix))
+            down = tensors.get("down.weight")
+            if down is None or down.shape[1] != width:
+                got = "no down.weight" if down is None else f"width {down.shape[1]}"
+                raise PackageError(f"{directory}: bottleneck adapter at '{path}' has {got}; backbone '{shared.identity.get('id')}' has hidden size {width}.")
+            adapter = BottleneckAdapter(width, int(down.shape[0]), self.options.activation, feature_dim(shared.backbone))
+            try:
+                adapter.load_state_dict(tensors)
+            except RuntimeError as exc:
+                raise PackageError(f"{directory}: bottleneck adapter at '{path}': {str(exc).splitlines()[0]}") from None
+            shared.keep(domain, adapter)
+            shared.route_output(domain, module, adapter)

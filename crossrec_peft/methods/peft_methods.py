@@ -1,24 +1,37 @@
-"""LoRA and IA3 through peft. Default target modules come from the backbone's ArchSpec table."""
+"""LoRA and IA3 through peft. Default target modules come from the backbone's ArchSpec table.
+
+`PeftMethod` is the base for any method built on a peft tuner: a subclass supplies `peft_config(backbone)`
+and gets training, peft's own files in the package, loading, continued tuning and sharing a backbone with
+other domains (through a view, the generic `Method.share`). LoRA shares as a named adapter of one PeftModel
+(peft routes mixed batches by `adapter_names`); IA3 through routed hooks (peft's IA3 layers cannot route rows).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Mapping, Optional
 
+import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PackageError
 from ..registry import methods
-from .base import Method
+from .base import Method, Storage
+
+if TYPE_CHECKING:
+    from ..model.routing import SharedBackbone
+
+PEFT_WEIGHTS = "adapter_model.safetensors"
 
 
 class PeftMethod(Method):
     """Wraps the backbone's transformer in a peft.PeftModel; peft owns the adapter's files."""
 
-    peft_based = True
+    storage = Storage.PEFT
 
     def peft_config(self, backbone: nn.Module):
+        """The peft config (LoraConfig, LoHaConfig, ...) this method attaches to `backbone`."""
         raise NotImplementedError
 
     def _targets(self, backbone: nn.Module, configured: Optional[List[str]], field: str) -> list[str]:
@@ -57,6 +70,39 @@ class PeftMethod(Method):
 
         # peft loads adapters frozen unless asked; continued tuning asks.
         backbone.model = PeftModel.from_pretrained(backbone.model, str(directory), is_trainable=trainable)
+
+    def exported_state(self, backbone: nn.Module) -> dict[str, torch.Tensor]:
+        return {}  # peft's own files hold the weights (`save`)
+
+    def save(self, backbone: nn.Module, directory: Path) -> None:
+        """peft's adapter_config.json + adapter_model.safetensors, recording the backbone's portable id."""
+        peft_config = backbone.model.peft_config["default"]
+        local = peft_config.base_model_name_or_path
+        # peft records the path the base was loaded from (a site-packages path for the bundled MiniLM);
+        # the package records the portable id instead.
+        peft_config.base_model_name_or_path = backbone.model_id
+        try:
+            # The embeddings are frozen: never let peft look the base model up on the Hub to check.
+            backbone.model.save_pretrained(str(directory), safe_serialization=True, save_embedding_layers=False)
+        finally:
+            peft_config.base_model_name_or_path = local
+
+    def load_files(self, backbone: nn.Module, directory: Path) -> None:
+        """Copy the weights of peft's files in `directory` into the attached (trainable) adapter."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = load_file(str(directory / PEFT_WEIGHTS))
+        result = set_peft_model_state_dict(backbone.model, weights)
+        if result.unexpected_keys:
+            raise PackageError(f"{directory / PEFT_WEIGHTS}: tensors the model does not have: {', '.join(result.unexpected_keys[:5])}.")
+
+
+def _scale(x: torch.Tensor, scale: torch.Tensor, dim: int) -> torch.Tensor:
+    """peft's IA3 product: `x` times `scale` over dimension `dim` (a Linear's last, a convolution's channels)."""
+    dim = dim % x.dim()
+    shape = (1,) * dim + (x.shape[dim],) + (1,) * (x.dim() - dim - 1)
+    return (x.to(scale.dtype) * scale.view(shape)).to(x.dtype)
 
 
 @dataclass
@@ -98,6 +144,18 @@ class Lora(PeftMethod):
             **self._layers(backbone, o.layers),
         )
 
+    def own_backbone_reason(self) -> str | None:
+        if self.options is not None and self.options.bias != "none":
+            return (f"LoRA with bias '{self.options.bias}' trains the backbone's own bias vectors, which peft keeps in "
+                    "the base layers; other domains on a shared backbone would see them")
+        return None
+
+    def share(self, shared: "SharedBackbone", domain: str, directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+        """A named adapter of the shared backbone's PeftModel: peft routes each row to its domain's LoRA."""
+        if state:
+            raise PackageError(f"{directory}: LoRA keeps its weights in peft's files, but the package has backbone tensors {', '.join(list(state)[:3])}.")
+        shared.add_named_peft(domain, directory)
+
 
 @dataclass
 class IA3Options:
@@ -121,3 +179,31 @@ class IA3(PeftMethod):
         else:
             feedforward = self._targets(backbone, None, "ia3_feedforward")
         return IA3Config(target_modules=targets, feedforward_modules=feedforward)
+
+    def share(self, shared: "SharedBackbone", domain: str, directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+        """Routed hooks: each IA3 vector scales its module's input (feed-forward modules, by peft's own rule)
+        or output, on this domain's rows only; the vectors are peft's, read from its files."""
+        from peft import IA3Config
+        from peft.tuners.ia3 import IA3Model
+        from safetensors.torch import load_file
+
+        if state:
+            raise PackageError(f"{directory}: IA3 keeps its weights in peft's files, but the package has backbone tensors {', '.join(list(state)[:3])}.")
+        config = IA3Config.from_pretrained(str(directory))
+        for key, value in load_file(str(directory / PEFT_WEIGHTS)).items():
+            if not key.endswith(".ia3_l"):
+                raise PackageError(f"{directory}: unexpected IA3 tensor '{key}'.")
+            inner = key[: -len(".ia3_l")].removeprefix("base_model.model.")  # peft's name: a path in the transformer
+            module = shared.transformer_module(inner, str(directory))
+            on_input = IA3Model._check_target_module_feedforward(config, inner)
+            conv = isinstance(module, nn.modules.conv._ConvNd)  # IA3 scales a convolution's channels (dim 1)
+            features = getattr(module, ("in_" if on_input else "out_") + ("channels" if conv else "features"), None)
+            if features is not None and value.numel() != features:
+                raise PackageError(
+                    f"{directory}: IA3 vector for '{inner}' has {value.numel()} entries, the module of backbone "
+                    f"'{shared.identity.get('id')}' has {features} {'inputs' if on_input else 'outputs'}."
+                )
+            scale = nn.Parameter(value.flatten().float(), requires_grad=False)
+            shared.keep(domain, scale)
+            route = shared.route_input if on_input else shared.route_output
+            route(domain, module, lambda x, s=scale, dim=1 if conv else -1: _scale(x, s, dim))

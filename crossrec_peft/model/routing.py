@@ -1,302 +1,282 @@
 """Several domains' adapters on one frozen backbone, and batches whose rows belong to different domains.
 
-A `SharedBackbone` holds one frozen backbone, loaded once, and every domain's adapter for it:
+A `SharedBackbone` holds one frozen backbone, loaded once, and every domain's adapter for it. How a domain's
+weights sit on it is the domain's method's business (`Method.share`, methods/base.py); this module only
+holds the machinery methods share with:
 
-- LoRA through peft: each domain is a named adapter of one `PeftModel`. A mixed batch passes peft's
-  `adapter_names` (one name per row; "__base__" for rows whose domain has no LoRA); a single-domain batch
-  runs peft's ordinary path with that domain's adapter active.
-- IA3 and bottleneck adapters through our own forward hooks on the frozen modules they adapt: peft's IA3
-  layers cannot route rows, and bottleneck adapters are ours. Hooks leave module paths and parameter names
-  untouched, so they sit on the same frozen Linear that a peft LoRA layer wraps, and a LoRA domain, an IA3
-  domain and a bottleneck domain share one backbone.
+- routed hooks (`route_input`, `route_output`): a function applied to one frozen module's input or output,
+  on the rows of one domain only. Hooks leave module paths and parameter names untouched, so several domains'
+  functions sit on the same frozen Linear (even one a peft LoRA layer wraps). `keep` holds the tensors
+  those functions use, so they move with the backbone.
+- peft named adapters routed by peft itself (`add_named_peft`): one `PeftModel` whose adapters are the
+  domains; a mixed batch passes peft's `adapter_names` (one per row, "__base__" for rows of other domains).
+- views (`add_view`): a domain's own module tree over the same frozen tensors, onto which its method loads
+  as it would onto a fresh backbone. Any method that leaves the frozen tensors alone shares this way; its
+  rows run through the view in their own pass.
 
-Each row is transformed only by its own domain's adapter (the others are the identity for it), so one pass
+Each row is transformed only by its own domain's adapter (the others are the identity for it), so one call
 over a mixed batch equals running each domain on its own rows (tests/model/test_routing.py).
 """
 
 from __future__ import annotations
 
-import json
-import re
+import copy
+from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import PackageError
+from ..methods.base import transformer
+
+if TYPE_CHECKING:
+    from ..methods.base import Method
 
 BASE = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
+Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
-class _Route:
+class Route:
     """The rows of the batch in flight: one domain for all (`single`) or row indices per domain (`groups`)."""
 
     def __init__(self) -> None:
         self.single: str | None = None
         self.groups: dict[str, torch.Tensor] = {}
 
-    def scale(self, scales: Mapping[str, torch.Tensor], x: torch.Tensor, dim: int = -1) -> torch.Tensor | None:
-        """`x` times each row's domain's scale vector over dimension `dim` (IA3: the last one for a Linear, the
-        channels for a convolution); None if no row has one. A mixed batch builds one [rows, features] scale
-        matrix: no gather or scatter of the activations."""
-        dim = dim % x.dim()
+    def apply(self, fns: Mapping[str, Fn], x: torch.Tensor) -> torch.Tensor | None:
+        """`x` with each row transformed by its domain's function (rows of domains without one unchanged);
+        None when no row has one. `x` itself is never changed: a module's output may be its input."""
         if self.single is not None:
-            scale = scales.get(self.single)
-            if scale is None:
-                return None
-            shape = (1,) * dim + (x.shape[dim],) + (1,) * (x.dim() - dim - 1)
-            return (x.to(scale.dtype) * scale.view(shape)).to(x.dtype)
-        present = [(rows, scales[d]) for d, rows in self.groups.items() if d in scales]
+            fn = fns.get(self.single)
+            return None if fn is None else fn(x)
+        present = [(rows, fns[d]) for d, rows in self.groups.items() if d in fns]
         if not present:
             return None
-        matrix = torch.ones(len(x), x.shape[dim], dtype=present[0][1].dtype, device=x.device)
-        for rows, scale in present:
-            matrix[rows] = scale
-        shape = (len(x),) + (1,) * (dim - 1) + (x.shape[dim],) + (1,) * (x.dim() - dim - 1)
-        return (x.to(matrix.dtype) * matrix.view(shape)).to(x.dtype)
-
-    def adapt(self, adapters: Mapping[str, nn.Module], h: torch.Tensor, *, fresh: bool) -> torch.Tensor | None:
-        """`h` plus each row's domain's bottleneck update (`BottleneckAdapter`: h + up(act(down(h))));
-        None if no row has an adapter. In a mixed batch the updates are added in place when `h` is `fresh`
-        (a new tensor that nothing else reads), otherwise to a copy."""
-        if self.single is not None:
-            adapter = adapters.get(self.single)
-            return None if adapter is None else adapter(h)
-        out = None
-        for domain, rows in self.groups.items():
-            adapter = adapters.get(domain)
-            if adapter is None:
-                continue
-            x = h[rows]
-            update = adapter.update(x)
-            if out is None:
-                out = h if fresh else h.clone()
-            out.index_add_(0, rows, update)
+        out = x.clone()
+        for rows, fn in present:
+            out.index_copy_(0, rows, fn(x.index_select(0, rows)).to(out.dtype))
         return out
 
 
-class _ModuleRoutes:
-    """Every domain's IA3 scale of one frozen module's input (feed-forward) or output, and every domain's
-    bottleneck adapter on its output, applied by forward hooks registered on first use."""
+class ModuleRoutes:
+    """Every domain's function on one frozen module's input and output, applied by forward hooks that are
+    registered on first use and removed with the last domain."""
 
-    def __init__(self, module: nn.Module, route: _Route, path: str):
+    def __init__(self, module: nn.Module, route: Route, path: str):
         self.module = module
         self.route = route
         self.path = path
-        # IA3 scales a convolution's channels (dimension 1), a Linear's last dimension.
-        self.dim = 1 if isinstance(module, nn.modules.conv._ConvNd) else -1
-        self.input_scales: dict[str, torch.Tensor] = {}
-        self.output_scales: dict[str, torch.Tensor] = {}
-        self.adapters: dict[str, nn.Module] = {}
+        self.inputs: dict[str, Fn] = {}
+        self.outputs: dict[str, Fn] = {}
         self._handles: list[Any] = []
 
-    def add_scale(self, domain: str, scale: torch.Tensor, *, on_input: bool) -> None:
-        (self.input_scales if on_input else self.output_scales)[domain] = scale
-        self._hook()
-
-    def add_adapter(self, domain: str, adapter: nn.Module) -> None:
-        self.adapters[domain] = adapter
-        self._hook()
-
-    def _hook(self) -> None:
+    def add(self, domain: str, fn: Fn, *, on_input: bool) -> None:
+        table = self.inputs if on_input else self.outputs
+        previous = table.get(domain)
+        table[domain] = fn if previous is None else (lambda x, first=previous, then=fn: then(first(x)))
         if not self._handles:
             self._handles = [self.module.register_forward_pre_hook(self._pre), self.module.register_forward_hook(self._post)]
 
     def remove(self, domain: str) -> None:
-        for table in (self.input_scales, self.output_scales, self.adapters):
-            table.pop(domain, None)
-        if not (self.input_scales or self.output_scales or self.adapters):
+        self.inputs.pop(domain, None)
+        self.outputs.pop(domain, None)
+        if not (self.inputs or self.outputs):
             for handle in self._handles:
                 handle.remove()
             self._handles = []
 
     def _pre(self, module: nn.Module, args: tuple) -> tuple | None:
-        if not self.input_scales or not args or not isinstance(args[0], torch.Tensor):
+        if not self.inputs or not args or not isinstance(args[0], torch.Tensor):
             return None
-        x = self.route.scale(self.input_scales, args[0], self.dim)
+        x = self.route.apply(self.inputs, args[0])
         return None if x is None else (x, *args[1:])
 
-    def _apply(self, h: torch.Tensor, args: tuple) -> torch.Tensor | None:
-        out = self.route.scale(self.output_scales, h, self.dim) if self.output_scales else None
-        if self.adapters:
-            # An output that shares memory with an input (nn.Identity, a view) must not be changed in place.
-            storage = h.untyped_storage().data_ptr()
-            fresh = out is not None or not any(
-                isinstance(a, torch.Tensor) and a.untyped_storage().data_ptr() == storage for a in args
-            )
-            adapted = self.route.adapt(self.adapters, h if out is None else out, fresh=fresh)
-            out = adapted if adapted is not None else out
-        return out
-
     def _post(self, module: nn.Module, args: tuple, output: Any) -> Any:
-        if not self.output_scales and not self.adapters:
+        if not self.outputs:
             return None
         if isinstance(output, torch.Tensor):
-            return self._apply(output, args)
+            return self.route.apply(self.outputs, output)
         if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-            h = self._apply(output[0], args)
+            h = self.route.apply(self.outputs, output[0])
             return None if h is None else (h, *output[1:])
         raise TypeError(f"routed adapter at '{self.path}': the module returned {type(output).__name__}, not hidden states.")
 
 
-def _transformer_path(backbone: nn.Module) -> str:
-    """Where the transformer (what peft wraps and bottleneck paths are relative to) sits inside the backbone."""
-    root = getattr(backbone, "base_model", None)
-    if root is None:
-        root = getattr(backbone, "model", backbone)
-    return next((name for name, m in backbone.named_modules() if m is root), "")
+_HOOK_TABLES = (
+    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks",
+)
 
 
-def _feedforward(config: Mapping[str, Any], key: str) -> bool:
-    """peft's rule for IA3: does this target scale its input (feed-forward) rather than its output?"""
-    modules = config.get("feedforward_modules") or []
-    if isinstance(modules, str):
-        return re.fullmatch(modules, key) is not None
-    return any(key == m or key.endswith(f".{m}") for m in modules)
+def structural_copy(module: nn.Module) -> nn.Module:
+    """A new module tree over the same parameter and buffer tensors: every module object is copied (so
+    replacing a child in the copy leaves the original alone), no tensor is. Hooks are not copied."""
+    memo: dict[int, nn.Module] = {}
+
+    def visit(m: nn.Module) -> nn.Module:
+        if id(m) in memo:
+            return memo[id(m)]
+        c = copy.copy(m)
+        memo[id(m)] = c
+        c._parameters = dict(m._parameters)
+        c._buffers = dict(m._buffers)
+        c._non_persistent_buffers_set = set(m._non_persistent_buffers_set)
+        for table in _HOOK_TABLES:
+            if hasattr(m, table):
+                setattr(c, table, OrderedDict())
+        c._modules = {k: (visit(v) if v is not None else None) for k, v in m._modules.items()}
+        return c
+
+    return visit(module)
+
+
+def _path_of(root: nn.Module, target: nn.Module) -> str:
+    return next((name for name, m in root.named_modules() if m is target), "")
 
 
 class SharedBackbone(nn.Module):
-    """One frozen backbone shared by several domains, each with its own adapter (LoRA, IA3, bottleneck or
-    none); `forward(inputs, domains)` encodes a batch whose row i belongs to `domains[i]`."""
+    """One frozen backbone shared by several domains, each with its own method's adapter;
+    `forward(inputs, domains)` encodes a batch whose row i belongs to `domains[i]`."""
 
     def __init__(self, backbone: nn.Module, identity: Mapping[str, Any] | None = None):
         super().__init__()
         self.backbone = backbone
         self.identity = dict(identity if identity is not None else backbone.identity())
         # Paths of the untouched backbone: a peft wrapper moves a Linear under `base_layer` later, but the
-        # Linear object (where our hooks sit) stays the same.
+        # Linear object (where routed hooks sit) stays the same.
         self._modules_at = dict(backbone.named_modules())
-        prefix = _transformer_path(backbone)
+        prefix = _path_of(backbone, transformer(backbone))
         self._transformer_prefix = f"{prefix}." if prefix else ""
-        self._route = _Route()
-        self._routes: dict[int, _ModuleRoutes] = {}
-        self.adapters = nn.ModuleDict()  # domain -> its routed (non-peft) weights
-        self.methods: dict[str, str] = {}  # domain -> method name
-        self._lora: set[str] = set()
-        self._active_lora: str | None = None
+        # The untouched module tree, for views (kept out of the module registry: its tensors are the backbone's).
+        self.__dict__["_pristine"] = structural_copy(backbone)
+        self._route = Route()
+        self._routes: dict[int, ModuleRoutes] = {}
+        self.adapters = nn.ModuleDict()  # domain -> tensors its routed functions use (moved with the backbone)
+        self.views = nn.ModuleDict()  # domain -> its view of the backbone
+        self.methods: dict[str, "Method"] = {}  # domain -> its method
+        self._peft: set[str] = set()  # domains that are named adapters of the backbone's PeftModel
+        self._active_peft: str | None = None
 
     @property
     def domains(self) -> list[str]:
         return list(self.methods)
 
-    # -- adding and removing domains -------------------------------------------------------------------------
-    def _module(self, path: str, where: str) -> nn.Module:
+    @property
+    def transformer_prefix(self) -> str:
+        """The transformer's path inside the backbone, with a trailing dot ("" when it is the backbone)."""
+        return self._transformer_prefix
+
+    # -- what methods use to share ---------------------------------------------------------------------------
+    def module(self, path: str, where: str) -> nn.Module:
+        """The frozen module at `path` (relative to the backbone) of the untouched backbone."""
         module = self._modules_at.get(path)
         if module is None:
             raise PackageError(f"{where}: the adapter names module '{path}', which backbone '{self.identity.get('id')}' does not have.")
         return module
 
-    def _routes_for(self, module: nn.Module, path: str) -> _ModuleRoutes:
-        routes = self._routes.get(id(module))
-        if routes is None:
-            routes = self._routes[id(module)] = _ModuleRoutes(module, self._route, path)
-        return routes
+    def transformer_module(self, path: str, where: str) -> nn.Module:
+        """The frozen module at `path` relative to the transformer (how peft names modules)."""
+        return self.module(self._transformer_prefix + path, where)
 
-    def add(self, domain: str, method: Mapping[str, Any], directory: Path, state: Mapping[str, torch.Tensor]) -> None:
-        """Attach `domain`'s adapter: peft files in `directory` (LoRA, IA3) or routed tensors from `state`
-        (bottleneck: names relative to the backbone, as in crossrec_weights.safetensors)."""
-        if domain in self.methods:
-            raise PackageError(f"Domain '{domain}' already has an adapter on backbone '{self.identity.get('id')}'.")
-        name = str(method.get("name"))
+    def route_input(self, domain: str, module: nn.Module, fn: Fn) -> None:
+        """Apply `fn` to `module`'s input (its first argument) on `domain`'s rows."""
+        self._routes_for(module).add(domain, fn, on_input=True)
+
+    def route_output(self, domain: str, module: nn.Module, fn: Fn) -> None:
+        """Apply `fn` to `module`'s output (the first element of a tuple output) on `domain`'s rows."""
+        self._routes_for(module).add(domain, fn, on_input=False)
+
+    def keep(self, domain: str, weights: nn.Module | nn.Parameter) -> None:
+        """Hold tensors `domain`'s routed functions use (frozen, moved with the backbone, dropped on remove)."""
+        if domain not in self.adapters:
+            self.adapters[domain] = nn.ModuleDict()
+        if isinstance(weights, nn.Parameter):
+            holder = nn.Module()
+            holder.weight = weights
+            weights = holder
+        weights.requires_grad_(False)
+        self.adapters[domain][str(len(self.adapters[domain]))] = weights.eval()
+
+    def add_named_peft(self, domain: str, directory: Path) -> None:
+        """`domain`'s peft adapter (files in `directory`) as a named adapter of the backbone's `PeftModel`,
+        routed per row by peft's `adapter_names`. Only for peft types whose layers route rows (LoRA): one
+        PeftModel holds one type."""
+        from peft import PeftConfig, PeftModel
+
+        config = PeftConfig.from_pretrained(str(directory))
+        if self._peft:
+            kind = next(iter(self.backbone.model.peft_config.values())).peft_type
+            if config.peft_type != kind:
+                raise PackageError(f"{directory}: a {config.peft_type} adapter cannot join the {kind} named adapters of backbone '{self.identity.get('id')}'.")
         try:
-            if name in ("lora", "ia3"):
-                self._add_peft(domain, directory)
-            elif name == "bottleneck":
-                self._add_bottleneck(domain, method, state, directory)
-            elif state:
-                raise PackageError(f"{directory}: method '{name}' cannot share a backbone with other domains.")
-        except Exception:
-            self.remove(domain)
-            raise
-        self.methods[domain] = name
-
-    def _add_peft(self, domain: str, directory: Path) -> None:
-        config_path = directory / "adapter_config.json"
-        try:
-            config = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise PackageError(f"{config_path}: cannot be read ({exc}).") from None
-        kind = config.get("peft_type")
-        if kind == "LORA":
-            self._add_lora(domain, directory)
-        elif kind == "IA3":
-            self._add_ia3(domain, directory, config)
-        else:
-            raise PackageError(f"{config_path}: peft type {kind!r} cannot be routed per domain (LoRA and IA3 can).")
-
-    def _add_lora(self, domain: str, directory: Path) -> None:
-        from peft import PeftModel
-
-        try:
-            if not self._lora:
+            if not self._peft:
                 self.backbone.model = PeftModel.from_pretrained(self.backbone.model, str(directory), adapter_name=domain)
             else:
-                # low_cpu_mem_usage: the new LoRA layers are created empty and filled from the file (no init).
+                # low_cpu_mem_usage: the new layers are created empty and filled from the file (no init).
                 self.backbone.model.load_adapter(str(directory), adapter_name=domain, low_cpu_mem_usage=True)
         except RuntimeError as exc:  # torch's size mismatch
             raise PackageError(
-                f"{directory}: the LoRA weights do not fit backbone '{self.identity.get('id')}': {str(exc).splitlines()[0][:300]}"
+                f"{directory}: the peft weights do not fit backbone '{self.identity.get('id')}': {str(exc).splitlines()[0][:300]}"
             ) from None
         self.backbone.model.requires_grad_(False)
         self.backbone.model.eval()
-        self._lora.add(domain)
-        self._active_lora = None
+        self._peft.add(domain)
+        self._active_peft = None
 
-    def _add_ia3(self, domain: str, directory: Path, config: Mapping[str, Any]) -> None:
-        from safetensors.torch import load_file
-
-        weights = load_file(str(directory / "adapter_model.safetensors"))
-        container = nn.ParameterDict()
-        for key, value in weights.items():
-            if not key.endswith(".ia3_l"):
-                raise PackageError(f"{directory}: unexpected IA3 tensor '{key}'.")
-            # peft saves "base_model.model.<path in the transformer>.ia3_l".
-            inner = key[: -len(".ia3_l")].removeprefix("base_model.model.")
-            module = self._module(self._transformer_prefix + inner, str(directory))
-            on_input = _feedforward(config, inner)
-            features = getattr(module, "in_features" if on_input else "out_features", None)
-            if isinstance(module, nn.modules.conv._ConvNd):
-                features = module.in_channels if on_input else module.out_channels
-            if features is not None and value.numel() != features:
+    def add_view(self, domain: str, method: "Method", directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+        """`domain` gets its own module tree over the backbone's frozen tensors; `method` loads onto it as onto
+        a fresh backbone and `state` (its exported tensors, names relative to the backbone) is assigned.
+        A tensor of `state` that is one of the shared frozen tensors is refused: it would change every domain."""
+        view = structural_copy(self._pristine)
+        shared = {id(t) for t in self._pristine.parameters()} | {id(t) for t in self._pristine.buffers()}
+        try:
+            method.load(view, directory, trainable=False)
+        except RuntimeError as exc:  # torch's size mismatch from a load_state_dict
+            raise PackageError(f"{directory}: the {method.name} weights do not fit backbone '{self.identity.get('id')}': {str(exc).splitlines()[0][:300]}") from None
+        tensors = dict(view.named_parameters())
+        tensors.update(dict(view.named_buffers()))
+        for name, value in state.items():
+            target = tensors.get(name)
+            if target is None:
+                raise PackageError(f"{directory}: tensor '{name}' of method '{method.name}' is not in backbone '{self.identity.get('id')}' after the method loaded.")
+            if id(target) in shared:
                 raise PackageError(
-                    f"{directory}: IA3 vector for '{inner}' has {value.numel()} entries, the module of backbone "
-                    f"'{self.identity.get('id')}' has {features} {'inputs' if on_input else 'outputs'}."
+                    f"{directory}: method '{method.name}' exports the backbone's own tensor '{name}', which other domains "
+                    "share; such a method must say so in own_backbone_reason() (its domain then gets its own backbone)."
                 )
-            scale = nn.Parameter(value.flatten().float(), requires_grad=False)
-            container[str(len(container))] = scale
-            self._routes_for(module, inner).add_scale(domain, scale, on_input=on_input)
-        self.adapters[domain] = container
+            if target.shape != value.shape:
+                raise PackageError(f"{directory}: tensor '{name}' has shape {tuple(value.shape)}, backbone '{self.identity.get('id')}' expects {tuple(target.shape)}.")
+        with torch.no_grad():
+            for name, value in state.items():
+                tensors[name].copy_(value)
+        view.requires_grad_(False).eval()
+        self.views[domain] = view
 
-    def _add_bottleneck(self, domain: str, method: Mapping[str, Any], state: Mapping[str, torch.Tensor], directory: Path) -> None:
-        from ..methods.bottleneck import BottleneckAdapter, adapter_width, feature_dim
+    def _routes_for(self, module: nn.Module) -> ModuleRoutes:
+        routes = self._routes.get(id(module))
+        if routes is None:
+            path = next((p for p, m in self._modules_at.items() if m is module), "?")
+            routes = self._routes[id(module)] = ModuleRoutes(module, self._route, path)
+        return routes
 
-        groups: dict[str, dict[str, torch.Tensor]] = {}
-        for key, value in state.items():
-            path, sep, rest = key.partition(".adapter.")
-            if not sep:
-                raise PackageError(f"{directory}: backbone tensor '{key}' is not part of a bottleneck adapter.")
-            groups.setdefault(path, {})[rest] = value
-        if not groups:
-            raise PackageError(f"{directory}: the bottleneck method has no adapter tensors in its weights.")
-        container = nn.ModuleDict()
-        for path, tensors in groups.items():
-            module = self._module(path, str(directory))
-            width = adapter_width(self.backbone, path.removeprefix(self._transformer_prefix))
-            down = tensors.get("down.weight")
-            if down is None or down.shape[1] != width:
-                got = "no down.weight" if down is None else f"width {down.shape[1]}"
-                raise PackageError(f"{directory}: bottleneck adapter at '{path}' has {got}; backbone '{self.identity.get('id')}' has hidden size {width}.")
-            adapter = BottleneckAdapter(width, int(down.shape[0]), str(method.get("activation", "relu")), feature_dim(self.backbone))
-            try:
-                adapter.load_state_dict(tensors)
-            except RuntimeError as exc:
-                raise PackageError(f"{directory}: bottleneck adapter at '{path}': {str(exc).splitlines()[0]}") from None
-            adapter.requires_grad_(False).eval()
-            container[str(len(container))] = adapter
-            self._routes_for(module, path).add_adapter(domain, adapter)
-        self.adapters[domain] = container
+    # -- adding and removing domains -------------------------------------------------------------------------
+    def add(self, domain: str, method: "Method", directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+        """Attach `domain`'s adapter through its method's `share`: `directory` holds the method's own files,
+        `state` its exported tensors (names relative to the backbone, as in crossrec_weights.safetensors)."""
+        if domain in self.methods:
+            raise PackageError(f"Domain '{domain}' already has an adapter on backbone '{self.identity.get('id')}'.")
+        reason = method.own_backbone_reason()
+        if reason is not None:
+            raise PackageError(f"{directory}: domain '{domain}' ({method.name}) cannot share backbone '{self.identity.get('id')}': {reason}")
+        try:
+            method.share(self, domain, Path(directory), state)
+        except Exception:
+            self.remove(domain)
+            raise
+        self.methods[domain] = method
 
     def remove(self, domain: str) -> None:
         """Detach `domain`'s adapter (its other domains keep theirs)."""
@@ -304,23 +284,40 @@ class SharedBackbone(nn.Module):
             routes.remove(domain)
         if domain in self.adapters:
             del self.adapters[domain]
-        if domain in self._lora:
+        if domain in self.views:
+            del self.views[domain]
+        if domain in self._peft:
             self.backbone.model.delete_adapter(domain)
-            self._lora.discard(domain)
-            self._active_lora = None
+            self._peft.discard(domain)
+            self._active_peft = None
         self.methods.pop(domain, None)
 
     # -- encoding --------------------------------------------------------------------------------------------
-    def _lora_context(self, domains: Sequence[str], single: str | None):
-        if not self._lora:
+    def _peft_context(self, domains: Sequence[str], single: str | None):
+        if not self._peft:
             return nullcontext()
-        if single is not None and single in self._lora:
-            if self._active_lora != single:  # peft's ordinary single-adapter path
+        if single is not None and single in self._peft:
+            if self._active_peft != single:  # peft's ordinary single-adapter path
                 self.backbone.model.base_model.set_adapter(single, inference_mode=True)
-                self._active_lora = single
+                self._active_peft = single
             return nullcontext()
-        names = [d if d in self._lora else BASE for d in domains]
+        names = [d if d in self._peft else BASE for d in domains]
         return self.backbone.model.base_model._enable_peft_forward_hooks(adapter_names=names)
+
+    def _encode(self, module: nn.Module, rows: Mapping[str, torch.Tensor], kept: list[str], device: torch.device) -> torch.Tensor:
+        """One pass of `module` over rows of the domains `kept` (row i of `kept[i]`)."""
+        unique = list(dict.fromkeys(kept))
+        route = self._route
+        if len(unique) == 1:
+            route.single, route.groups = unique[0], {}
+        else:
+            route.single = None
+            route.groups = {d: torch.tensor([i for i, x in enumerate(kept) if x == d], device=device) for d in unique}
+        try:
+            with (self._peft_context(kept, route.single) if module is self.backbone else nullcontext()):
+                return module(**rows)
+        finally:
+            route.single, route.groups = None, {}
 
     @torch.no_grad()
     def forward(self, inputs: Mapping[str, torch.Tensor], domains: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,19 +338,21 @@ class SharedBackbone(nn.Module):
         everything = bool(present.all())
         rows = inputs if everything else {k: v[present] for k, v in inputs.items()}
         kept = list(domains) if everything else [d for d, p in zip(domains, present.tolist()) if p]
-        unique = list(dict.fromkeys(kept))
-        route = self._route
-        if len(unique) == 1:
-            route.single, route.groups = unique[0], {}
+        # One pass of the backbone for every domain routed inside it, one pass per view for domains with one.
+        passes: dict[str, list[int]] = {}
+        for i, d in enumerate(kept):
+            passes.setdefault(d if d in self.views else "", []).append(i)
+        if list(passes) == [""]:
+            encoded = self._encode(self.backbone, rows, kept, some.device)
         else:
-            route.single = None
-            route.groups = {d: torch.tensor([i for i, x in enumerate(kept) if x == d], device=some.device) for d in unique}
-        try:
-            with self._lora_context(kept, route.single):
-                encoded = self.backbone(**rows)
-        finally:
-            route.single, route.groups = None, {}
+            encoded = None
+            for key, positions in passes.items():
+                index = torch.tensor(positions, device=some.device)
+                part = self._encode(self.views[key] if key else self.backbone, {k: v[index] for k, v in rows.items()},
+                                    [kept[i] for i in positions], some.device)
+                if encoded is None:
+                    encoded = part.new_zeros(len(kept), part.shape[-1])
+                encoded.index_copy_(0, index, part)
         if everything:
             return encoded, present
         return out.to(encoded.dtype).index_copy(0, present.nonzero().squeeze(1), encoded), present
-

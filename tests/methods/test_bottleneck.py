@@ -11,6 +11,7 @@ from crossrec_peft.backbones.spec import ARCHITECTURES
 from crossrec_peft.backbones.text import TextBackbone, TextBackboneOptions
 from crossrec_peft.config import component, load_config
 from crossrec_peft.errors import ConfigError
+from crossrec_peft.methods.base import Storage
 from crossrec_peft.methods.bottleneck import Adapted, Bottleneck, BottleneckOptions, adapted_modules
 
 TEXTS = ["red lamp", "blue desk with drawers", "green pen", "a mug"]
@@ -53,7 +54,7 @@ def test_defaults_and_options_reach_the_method(tiny_bert):
     assert options == BottleneckOptions(kind="pfeiffer", size=4, activation="tanh", points=None)
     backbone = text_backbone(tiny_bert)
     method = entry.factory(options)
-    assert isinstance(method, Bottleneck) and not method.peft_based
+    assert isinstance(method, Bottleneck) and method.storage is Storage.WEIGHTS
     method.attach(backbone)
     assert method.adapted == ["encoder.layer.0.output.dense", "encoder.layer.1.output.dense"]
     wrapper = backbone.base_model.get_submodule("encoder.layer.0.output.dense")
