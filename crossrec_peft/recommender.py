@@ -393,6 +393,9 @@ class Recommender:
                 item_ids=ids, root=catalog.directory if catalog else None, where=where,
                 allow_outside=bool(recorded.get("allow_outside_images", False)),
                 bad_image_hint="Fix or replace those images in the catalog directory (every catalog image is encoded).",
+                # New items given by their fields may come without an image: that modality is then missing
+                # (the fusion's missing-modality path), as in training. Catalog images stay strict.
+                on_bad_image="placeholder" if all(isinstance(i, Mapping) for i in items) else "error",
             )
             index = torch.arange(len(items))
             for modality, enc in d.model.modalities.items():
@@ -551,6 +554,25 @@ class Recommender:
         else:
             top, scores = exact_top_k(d.vectors, user, k, exclude)
         return [(d.index.item_ids[int(r)], float(s)) for r, s in zip(top.tolist(), scores.tolist())]
+
+    # -- many queries at once, explanations (crossrec_peft/batched.py, crossrec_peft/explain.py) ----------------
+    def recommend_many(self, queries: Sequence[Any]) -> list[list[tuple[str, float]]]:
+        """`recommend` for many queries at once, whatever their domains: each a `batched.Query` or a mapping
+        with its fields (history, k, domain, exclude_history). History items may be catalog ids or field
+        dicts (new items). Every query is checked first; then every user is encoded and every catalog ranked
+        in a few tensor operations per domain (exact search)."""
+        from .batched import Query, compute, prepare
+
+        batch = [prepare(self, q if isinstance(q, Query) else Query(**q)) for q in queries]
+        return compute(self, batch)
+
+    def explain(self, history: Sequence[Item], item_id: str | Sequence[str], domain: str | None = None) -> Any:
+        """Why `item_id` scores as it does for this history: each history item's contribution and share of
+        the score (exact for pooling user encoders, leave-one-out otherwise; `method` says which) and each
+        modality's (the score lost when it is masked). A list of ids gives a list. See crossrec_peft/explain.py."""
+        from .explain import explain
+
+        return explain(self, history, item_id, domain)
 
 
 def _unknown_domain(name: str, loaded: list[str]) -> str:

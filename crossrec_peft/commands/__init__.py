@@ -7,6 +7,6 @@ after options). Adding a command is one module and one line in COMMANDS.
 
 from __future__ import annotations
 
-from . import cache, data, index, ls, push, recipe, recommend, report, sweep, train
+from . import cache, data, index, ls, push, recipe, recommend, report, serve, sweep, train
 
-COMMANDS = [recipe, train, sweep, ls, data, report, push, recommend, index, cache]
+COMMANDS = [recipe, train, sweep, ls, data, report, push, recommend, index, cache, serve]

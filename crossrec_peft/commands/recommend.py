@@ -1,5 +1,6 @@
-"""`crossrec-peft recommend ADAPTER [ADAPTER ...] --domain NAME --history ID [ID ...] [-k 10] [--json]`:
-the top-k items of a domain's catalog for one user history, with adapters loaded onto shared backbones."""
+"""`crossrec-peft recommend ADAPTER [ADAPTER ...] --domain NAME --history ID [ID ...] [-k 10] [--explain] [--json]`:
+the top-k items of a domain's catalog for one user history, with adapters loaded onto shared backbones;
+`--explain` adds, per item, the history items that drove it and each modality's part (crossrec_peft/explain.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--index", help="an index file built by `crossrec-peft index` (default: the cached one, built if missing)")
     parser.add_argument("--search", choices=("exact", "faiss"), default="exact", help="exact top-k (default) or FAISS (optional extra)")
     parser.add_argument("--keep-history", action="store_true", help="allow items of the history in the results")
+    parser.add_argument("--explain", action="store_true", help="say per item which history items and modalities drove its score")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
 
@@ -59,10 +61,26 @@ def run(args) -> None:
     if args.index:
         rec.use_index(args.index)
     items = rec.recommend(args.history, k=args.k, exclude_history=not args.keep_history, search=args.search)
+    explanations = rec.explain(args.history, [i for i, _ in items]) if args.explain and items else [None] * len(items)
     if args.json:
-        print(json.dumps({"domain": domain, "history": args.history, "k": args.k,
-                          "items": [{"item_id": i, "score": round(s, 6)} for i, s in items]}, indent=2))
+        rows = []
+        for (item, score), why in zip(items, explanations):
+            row = {"item_id": item, "score": round(score, 6)}
+            if why is not None:
+                row["explanation"] = {k: v for k, v in why.items() if k not in ("item_id", "score")}
+            rows.append(row)
+        print(json.dumps({"domain": domain, "history": args.history, "k": args.k, "items": rows}, indent=2))
         return
     print(f"{domain}: top {len(items)} for a history of {len(args.history)} item(s)")
-    for rank, (item, score) in enumerate(items, 1):
+    for rank, ((item, score), why) in enumerate(zip(items, explanations), 1):
         print(f"{rank:>4}  {item:<24} {score:.4f}")
+        if why is not None:
+            drivers = ", ".join(f"{h['item_id']} {_percent(h['share'])}" for h in why["history"][:3])
+            print(f"        because of ({why['method']}): {drivers}")
+            if why["modalities"]:
+                parts = ", ".join(f"{m['modality']} {m['contribution']:+.4f}" for m in why["modalities"])
+                print(f"        modalities (score lost when masked): {parts}")
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.0f}%"

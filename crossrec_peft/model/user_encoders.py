@@ -5,6 +5,10 @@ Built as ``factory(options, dim)``; called with history vectors [batch, length, 
 An encoder may also provide ``prefixes(history, mask) -> [batch, length, dim]`` (position t encodes items
 0..t) so that training on every position of a window takes one pass; without it, the model calls the
 encoder once per position.
+An encoder whose output is a weighted sum of the history vectors may provide
+``pooling_weights(history, mask) -> [batch, length]`` with ``forward == (weights[..., None] * history).sum(1)``:
+explanations then split a score exactly into one term per history item (crossrec_peft/explain.py); others are
+explained by leaving each item out.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ class MeanUserEncoder(nn.Module):
     def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         weights = mask.to(history.dtype).unsqueeze(-1)
         return (history * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def pooling_weights(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """1/n for each of the n real items: forward is the weighted sum of the history with these."""
+        weights = mask.to(history.dtype)
+        return weights / weights.sum(1, keepdim=True).clamp(min=1.0)
 
     def prefixes(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Running means: position t is the mean of items 0..t."""
@@ -62,12 +71,15 @@ class AttentionUserEncoder(nn.Module):
         self.query = nn.Parameter(torch.zeros(options.key_dim))
         self.scale = options.key_dim**-0.5
 
-    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def pooling_weights(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The attention weights [B, L] (zero at padding): forward is the weighted sum of the history with these."""
         scores = (self.keys(history) @ self.query) * self.scale
         weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
         # A row without any item has only -inf scores (NaN weights): it gets the zero vector.
-        weights = torch.nan_to_num(weights, nan=0.0)
-        return (weights.unsqueeze(-1) * history).sum(1)
+        return torch.nan_to_num(weights, nan=0.0)
+
+    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (self.pooling_weights(history, mask).unsqueeze(-1) * history).sum(1)
 
     def prefixes(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Position t pools items 0..t: one [L, L] causal mask instead of L calls."""

@@ -154,3 +154,23 @@ def test_trained_encoder_round_trips_through_the_package(spec, tiny_bert, tmp_pa
         torch.testing.assert_close(loaded.user_vectors(history, mask), model.user_vectors(history, mask))
         fresh = build_model(cfg.model).eval()
         assert not torch.allclose(fresh.user_vectors(history, mask), model.user_vectors(history, mask), atol=1e-4)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_pooling_weights_reproduce_the_encoder(spec):
+    """`pooling_weights` (what exact explanations rely on): forward is the weighted sum of the history with
+    them, they sum to 1 over real items and are 0 at padding. SASRec has none (leave-one-out explains it)."""
+    encoder = make(spec).eval()
+    pooling = getattr(encoder, "pooling_weights", None)
+    if spec["name"] == "sasrec":
+        assert pooling is None
+        return
+    torch.manual_seed(1)
+    history = torch.randn(3, 5, DIM)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False], [True] + [False] * 4])
+    weights = pooling(history, mask)
+    torch.testing.assert_close((weights.unsqueeze(-1) * history).sum(1), encoder(history, mask))
+    torch.testing.assert_close(weights.sum(1), torch.ones(3))
+    assert (weights[~mask] == 0).all()
+    if spec["name"] == "attention":
+        assert weights[0].std() > 1e-3, "the trained query weighs items differently"
