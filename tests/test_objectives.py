@@ -53,7 +53,7 @@ def hand_outputs(seed: int = 0, negatives: bool = False, dim: int = 3) -> tuple[
     return outputs, batch
 
 
-def reference_retrieval(outputs, batch, *, remove_hits: bool, log_q=None) -> float:
+def reference_retrieval(outputs, batch, *, remove_hits: bool, log_q=None, in_batch_log_q=None) -> float:
     u, e, s = outputs["users"].numpy(), outputs["items"].numpy(), float(outputs["logit_scale"])
     items, rows, windows = outputs["target_item"].tolist(), outputs["row"].tolist(), batch["sequence_items"].tolist()
     total = 0.0
@@ -62,7 +62,8 @@ def reference_retrieval(outputs, batch, *, remove_hits: bool, log_q=None) -> flo
         for j in range(len(u)):
             if j != i and remove_hits and (items[j] == items[i] or rows[j] == rows[i]):
                 continue
-            logits.append((s * u[i] @ e[j], j == i))
+            shift = in_batch_log_q[items[j]] if in_batch_log_q is not None else 0.0
+            logits.append((s * u[i] @ e[j] - shift, j == i))
         if "negatives" in outputs:
             pool = sorted(set(outputs["negatives"].flatten().tolist()))
             for p in pool:
@@ -84,8 +85,11 @@ def reference_retrieval(outputs, batch, *, remove_hits: bool, log_q=None) -> flo
         ({"num_negatives": 2, "sampling": "uniform", "logq_correction": False}, True, False),
         ({"num_negatives": 2, "sampling": "popularity", "alpha": 1.0, "logq_correction": True}, True, True),
         ({"num_negatives": 2, "sampling": "popularity", "remove_accidental_hits": False}, True, True),
+        ({"in_batch_logq": True}, False, False),
+        ({"in_batch_logq": True, "num_negatives": 2, "sampling": "uniform"}, True, True),
     ],
-    ids=["in-batch", "accidental-hits", "sampled-uniform", "sampled-logq", "sampled-logq-no-hit-removal"],
+    ids=["in-batch", "accidental-hits", "sampled-uniform", "sampled-logq", "sampled-logq-no-hit-removal",
+         "in-batch-logq", "in-batch-logq-and-sampled"],
 )
 def test_retrieval_loss_matches_reference(options, negatives, logq):
     objective = build({"name": "retrieval", **options})
@@ -95,9 +99,12 @@ def test_retrieval_loss_matches_reference(options, negatives, logq):
     loss, logs = objective(outputs, batch)
     log_q = None
     if logq:
-        q = (counts + 1.0) ** options.get("alpha", 0.75)
+        q = (counts + 1.0) ** (0.0 if options.get("sampling") == "uniform" else options.get("alpha", 0.75))
         log_q = np.log(outputs["negatives"].numel() * q / q.sum())
-    expected = reference_retrieval(outputs, batch, remove_hits=options.get("remove_accidental_hits", True), log_q=log_q)
+    in_batch_log_q = np.log((counts + 1.0) / (counts + 1.0).sum()) if options.get("in_batch_logq") else None
+    expected = reference_retrieval(
+        outputs, batch, remove_hits=options.get("remove_accidental_hits", True), log_q=log_q, in_batch_log_q=in_batch_log_q
+    )
     assert loss.item() == pytest.approx(expected, rel=1e-5) and logs["loss"] == pytest.approx(expected, rel=1e-5)
 
 

@@ -19,6 +19,11 @@ class RetrievalOptions(NegativeOptions):
     # Subtract log(expected count) = log(draws * q(j)) from each sampled negative's logit (sampled softmax), so
     # that popular items, drawn more often, are not over-penalised.
     logq_correction: bool = True
+    # The same correction for the in-batch negatives (Yi et al., RecSys 2019): another pair's target is a
+    # negative drawn in proportion to how often it is a training target, so without the correction the softmax
+    # learns log p(item | user) - log q(item) and ranks popular items too low. q is each item's share of the
+    # training interactions (add-one smoothed).
+    in_batch_logq: bool = False
 
     def check(self) -> str | None:
         return self.check_negatives()
@@ -37,11 +42,18 @@ class InBatchSoftmax(Objective):
 
     def prepare(self, model, context: ObjectiveContext) -> None:
         self.sampler, self.batch_needs = sampler_needs(self.options, context)
+        if self.options.in_batch_logq:
+            counts = torch.as_tensor(context.item_counts, dtype=torch.float64) + 1.0
+            self._log_q = (counts / counts.sum()).log().float()
 
     def __call__(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         scale = outputs["logit_scale"]
         logits = scale * outputs["users"] @ outputs["items"].T
         item, row = outputs["target_item"], outputs["row"]
+        if self._log_q is not None:
+            # Subtracting log q(j) from column j also shifts the positive on the diagonal, as the correction
+            # prescribes: the softmax then models p(item | user) / q(item) consistently.
+            logits = logits - self._log_q.to(logits.device)[item].view(1, -1)
         if self.options.remove_accidental_hits:
             false_negative = (item.view(-1, 1) == item.view(1, -1)) | (row.view(-1, 1) == row.view(1, -1))
             false_negative.fill_diagonal_(False)
