@@ -55,6 +55,8 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     flat: dict[str, Any] = {"seed": cfg.seed}
     for section in ("data", "model", "train"):
         _flatten(OmegaConf.to_container(cfg[section], resolve=True), section, flat)
+    if cfg.get("recipe_class"):  # another training loop is another trajectory (absent when the default runs,
+        flat["recipe_class"] = cfg.recipe_class  # so checkpoints of default runs keep their fingerprint)
     return {k: v for k, v in flat.items() if k not in RESUMABLE_CHANGES}
 
 

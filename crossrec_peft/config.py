@@ -158,6 +158,9 @@ class Config:
     # Continue training from an exported adapter package (a directory or hf://org/name[@revision]) instead of
     # the untrained methods; the model section must be the package's (docs/package-format.md, "Lineage").
     init_from: Optional[str] = None
+    # A subclass of crossrec_peft.recipe_class.Recipe to run this config with, by dotted name
+    # (my_pkg.MyRecipe); null: Recipe itself (docs/training.md, "The recipe class").
+    recipe_class: Optional[str] = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -339,6 +342,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"'domain': {exc}") from None
     if cfg.init_from and not str(cfg.init_from).startswith("hf://") and not (Path(cfg.init_from).expanduser() / "crossrec.json").is_file():
         raise ConfigError(f"'init_from': '{cfg.init_from}' is not an adapter package (a directory with crossrec.json) nor an hf:// address.")
+    # Only the form is checked here (the import, and that it is a Recipe, when the run starts: pipeline.run),
+    # so that validating a config runs no user code and loads no training code.
+    if cfg.recipe_class is not None and not _dotted(cfg.recipe_class):
+        raise ConfigError(f"'recipe_class': '{cfg.recipe_class}' is not a dotted name module.Class (for example my_recipes.MyRecipe).")
     positive = {
         "model.head_rank": m.head_rank, "model.max_history": m.max_history, "train.epochs": cfg.train.epochs,
         "train.batch_size": cfg.train.batch_size, "train.samples_per_user": cfg.train.samples_per_user,
@@ -395,6 +402,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"'eval.history_buckets' must be increasing positive lengths, got {edges}.")
     if cfg.eval.ids.dim <= 0 or cfg.eval.ids.epochs <= 0 or cfg.eval.ids.lr <= 0:
         raise ConfigError("'eval.ids.dim', 'eval.ids.epochs' and 'eval.ids.lr' must be positive.")
+
+
+def _dotted(name: str) -> bool:
+    parts = str(name).split(".")
+    return len(parts) >= 2 and all(part.isidentifier() for part in parts)
 
 
 # Numeric settings checked before anything is loaded (a negative learning rate used to surface only after
