@@ -306,9 +306,10 @@ def recipe_class(name: str | None) -> type[Recipe]:
         raise ConfigError(f"{key}: importing '{module_name}' raised {type(exc).__name__}: {exc}{where}.") from None
     found = getattr(module, attr, None)
     if found is None:
-        candidates = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Recipe)]
-        raise ConfigError(f"{key}: module '{module_name}' has no '{attr}'.{did_you_mean(attr, candidates)}")
+        candidates = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Recipe) and v.__module__ == module.__name__)
+        listed = f" Recipe classes defined there: {', '.join(candidates)}." if candidates else " It defines no Recipe subclass."
+        raise ConfigError(f"{key}: module '{module_name}' has no '{attr}'.{did_you_mean(attr, candidates)}{listed}")
     if not (isinstance(found, type) and issubclass(found, Recipe)):
-        what = f"class {found.__module__}.{found.__qualname__}" if isinstance(found, type) else f"a {type(found).__name__}"
+        what = f"class {found.__module__}.{found.__qualname__}" if isinstance(found, type) else f"a value of type {type(found).__name__}"
         raise ConfigError(f"{key}: '{name}' is {what}, not a subclass of crossrec_peft.recipe_class.Recipe.")
     return found
