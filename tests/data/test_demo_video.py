@@ -136,7 +136,12 @@ def test_video_recipe_runs_through_the_cli(tiny_bert, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["domain"] == "video"
     assert report["data"]["items"] == 80 and report["data"]["users"] == 60
-    for system in ("model", "untuned", "popularity"):
-        assert 0.0 <= report["metrics"][system]["ndcg@10"] <= report["metrics"][system]["recall@10"] <= 1.0
+    assert set(report["metrics"]) >= {"model", "untuned", "popularity"}
+    # The demo has signal and one epoch finds it: the tuned model and item-kNN put the held-out item in the top
+    # 10 at least 1.5x as often as a random ranking of the 80 items would (10/80). Measured (this command,
+    # OMP_NUM_THREADS=1): model 0.30, itemknn 0.27, untuned 0.20, popularity 0.17.
+    chance = 10 / 80
+    for system in ("model", "itemknn"):
+        assert report["metrics"][system]["recall@10"] >= 1.5 * chance, (system, report["metrics"][system])
     manifest = json.loads((out / "adapter" / "crossrec.json").read_text())
     assert set(manifest["modalities"]) == {"text", "image"}

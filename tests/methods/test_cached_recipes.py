@@ -37,7 +37,10 @@ def test_recipe_runs_with_a_cached_text_method(tiny_bert, tmp_path, monkeypatch,
     # 120 items in batches of eval_batch_size 64: two backbone passes for two epochs, two validations,
     # the untuned baseline and the test, not one per batch and per evaluation.
     assert len(passes) == 2
-    assert report["epochs_run"] == 2 and 0 <= report["metrics"]["model"]["ndcg@10"] <= 1
+    assert report["epochs_run"] == 2
+    # Better than a random ranking of the 120 items (Recall@10 10/120 = 0.083); measured with OMP_NUM_THREADS=1:
+    # side 0.138, top 0.138, frozen 0.163 (the tiny BERT is random-initialised: the heads learn what there is).
+    assert report["metrics"]["model"]["recall@10"] > 10 / 120, report["metrics"]["model"]
     if method == "side":
         passes.clear()
         again = run(cfg, tmp_path / "again", progress=False, summary=False)
