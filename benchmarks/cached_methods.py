@@ -63,6 +63,7 @@ def base_config(data: str, epochs: int, extra: list[str]):
 # -- one system, in its own process -----------------------------------------------------------------------
 def child(spec: dict) -> dict:
     import crossrec_peft.pipeline as pipeline
+    import crossrec_peft.recipe_class as recipe_class
     import crossrec_peft.train as train_module
     from crossrec_peft.config import load_config
 
@@ -72,7 +73,7 @@ def child(spec: dict) -> dict:
     cfg = load_config(raw)
     budget = spec["budget"] if spec["bound"] else 0
     clock = {"epochs": [], "validations": []}
-    real_features = pipeline.catalog_features
+    real_features = recipe_class.catalog_features
 
     def timed_features(*a, **k):
         started = time.perf_counter()
@@ -105,7 +106,7 @@ def child(spec: dict) -> dict:
         now = time.perf_counter()
         clock["validations"].append({"epoch": epoch, "seconds": now - clock["epochs"][-1]["end"], "end": now, "ndcg@10": metrics["ndcg@10"]})
 
-    pipeline.catalog_features = timed_features
+    recipe_class.catalog_features = timed_features  # where Recipe.setup looks it up
     train_module.tqdm = Budgeted
     report = pipeline.run(cfg, Path(spec["run_dir"]), progress=False, summary=False, on_validation=on_validation)
     epochs = clock["epochs"]

@@ -199,7 +199,7 @@ def test_multitask_fixed_and_uncertainty_weighting(tiny_model):
         ({"name": "ctr", "num_negatives": 0, "labels": "none"}, "ctr without negatives or labels"),
         ({"name": "ctr", "labels": "clicks"}, "'labels' must be one of auto, data, none"),
         ({"name": "retrieval", "sampling": "zipf"}, "'sampling' must be one of uniform, popularity"),
-        ({"name": "multitask", "tasks": {"retrieval": {"num_negatives": 1}, "ctr": {"sampling": "popularity"}}}, "same sampling and alpha"),
+        ({"name": "multitask", "tasks": {"retrieval": {"num_negatives": 1}, "ctr": {"sampling": "popularity"}}}, "same sampling, alpha and seen_only"),
         ({"name": "multitask", "tasks": {"retrieval": {}}, "weights": {"ctr": 1.0}}, "'ctr', which is not a task|ctr, which is not a task"),
         ({"name": "multitask", "tasks": {"ranking": {}}}, "Unknown objective 'ranking'"),
         ({"name": "multitask", "tasks": {"inner": {"name": "multitask"}}}, "cannot contain another multitask"),

@@ -3,7 +3,8 @@ positive they are drawn for. Shared by the `retrieval` and `ctr` objectives.
 
 The distribution over the catalog is q(j) ∝ (count_j + 1)^alpha, where count_j is item j's number of training
 interactions: alpha = 0 is uniform, alpha = 1 follows popularity, 0.75 is word2vec's compromise. The add-one
-keeps items never seen in training drawable. `log_expected_count` gives the logQ correction term.
+keeps items never seen in training drawable, unless `seen_only`: then only items with training interactions
+are drawn (q(j) = 0 for the others). `log_expected_count` gives the logQ correction term.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class NegativeSampler:
     Exclusion is by rejection (redraw the clashes), so a negative's probability is q(j) / (1 - q(positive)).
     """
 
-    def __init__(self, counts: np.ndarray, *, distribution: str = "uniform", alpha: float = 0.75):
+    def __init__(self, counts: np.ndarray, *, distribution: str = "uniform", alpha: float = 0.75, seen_only: bool = False):
         if distribution not in DISTRIBUTIONS:
             raise ConfigError(f"negative sampling distribution must be one of {', '.join(DISTRIBUTIONS)}, got '{distribution}'.")
         counts = np.asarray(counts, dtype=np.float64)
@@ -30,7 +31,14 @@ class NegativeSampler:
         self.distribution = distribution
         self.alpha = 0.0 if distribution == "uniform" else float(alpha)
         weights = (counts + 1.0) ** self.alpha
+        if seen_only:
+            # An item that is never a training target is otherwise only ever a negative: the heads then learn
+            # to push down whatever looks like it, which is exactly the cold-start items of the test split.
+            if int((counts > 0).sum()) < 2:
+                raise ConfigError("seen_only negative sampling needs at least two items with training interactions.")
+            weights = np.where(counts > 0, weights, 0.0)
         self.probs = weights / weights.sum()
+        self._uniform = self.alpha == 0.0 and not seen_only  # plain integers, no search
         self._cdf = np.cumsum(self.probs)
         self._cdf[-1] = 1.0  # no draw may fall past the last item through rounding
 
@@ -49,7 +57,7 @@ class NegativeSampler:
         return out
 
     def _draw(self, shape, rng: np.random.Generator) -> np.ndarray:
-        if self.alpha == 0.0:
+        if self._uniform:
             return rng.integers(0, self.num_items, size=shape)
         return np.searchsorted(self._cdf, rng.random(size=shape), side="right").clip(max=self.num_items - 1)
 

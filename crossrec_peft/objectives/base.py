@@ -101,6 +101,8 @@ class NegativeOptions:
     num_negatives: int = 0
     sampling: str = "uniform"  # uniform | popularity (∝ (count + 1)^alpha)
     alpha: float = 0.75
+    # Draw only items with training interactions (data/negatives.py says why: the cold-start slice).
+    seen_only: bool = False
 
     def check_negatives(self) -> str | None:
         if self.num_negatives < 0:
@@ -115,7 +117,7 @@ class NegativeOptions:
 def sampler_needs(options: NegativeOptions, context: ObjectiveContext) -> tuple[NegativeSampler | None, BatchNeeds]:
     if options.num_negatives <= 0:
         return None, BatchNeeds(seed=context.seed)
-    sampler = NegativeSampler(context.item_counts, distribution=options.sampling, alpha=options.alpha)
+    sampler = NegativeSampler(context.item_counts, distribution=options.sampling, alpha=options.alpha, seen_only=options.seen_only)
     return sampler, BatchNeeds(negatives=sampler, num_negatives=options.num_negatives, seed=context.seed)
 
 

@@ -59,12 +59,15 @@ class MultitaskOptions:
         except ConfigError as exc:
             return str(exc)
         sampled = {t: o.options for t, o in built.items() if isinstance(o.options, NegativeOptions) and o.options.num_negatives > 0}
-        kinds = {(o.sampling, o.alpha if o.sampling == "popularity" else None) for o in sampled.values()}
+        kinds = {(o.sampling, o.alpha if o.sampling == "popularity" else None, o.seen_only) for o in sampled.values()}
         if len(kinds) > 1:
             return (
                 "multitask tasks share one set of sampled negatives per batch, but "
-                + ", ".join(f"{t} samples {o.sampling}" + (f" (alpha {o.alpha})" if o.sampling == "popularity" else "") for t, o in sampled.items())
-                + ": give them the same sampling and alpha."
+                + ", ".join(
+                    f"{t} samples {o.sampling}" + (f" (alpha {o.alpha})" if o.sampling == "popularity" else "") + (" (seen only)" if o.seen_only else "")
+                    for t, o in sampled.items()
+                )
+                + ": give them the same sampling, alpha and seen_only."
             )
         return None
 

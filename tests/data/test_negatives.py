@@ -13,17 +13,24 @@ from crossrec_peft.errors import ConfigError
 COUNTS = np.array([0, 1, 3, 10, 30, 100, 2, 5])
 
 
-@pytest.mark.parametrize("distribution, alpha", [("uniform", 0.75), ("popularity", 1.0), ("popularity", 0.5)])
-def test_draws_follow_the_distribution_given_the_positive(distribution, alpha):
-    sampler = NegativeSampler(COUNTS, distribution=distribution, alpha=alpha)
+@pytest.mark.parametrize(
+    "distribution, alpha, seen_only",
+    [("uniform", 0.75, False), ("popularity", 1.0, False), ("popularity", 0.5, False), ("uniform", 0.75, True), ("popularity", 1.0, True)],
+)
+def test_draws_follow_the_distribution_given_the_positive(distribution, alpha, seen_only):
+    sampler = NegativeSampler(COUNTS, distribution=distribution, alpha=alpha, seen_only=seen_only)
     expected_weights = np.ones(len(COUNTS)) if distribution == "uniform" else (COUNTS + 1.0) ** alpha
+    if seen_only:  # item 0 has no training interactions: never drawn
+        expected_weights = np.where(COUNTS > 0, expected_weights, 0.0)
     positive = 5  # the most popular item: exclusion matters most here
     draws = sampler.sample(np.full(4000, positive), 5, np.random.default_rng(0))
     assert draws.shape == (4000, 5) and not (draws == positive).any()
     observed = np.bincount(draws.ravel(), minlength=len(COUNTS))
-    expected = np.delete(expected_weights, positive)
-    expected = expected / expected.sum() * draws.size
-    result = stats.chisquare(np.delete(observed, positive), expected)
+    if seen_only:
+        assert observed[0] == 0
+    drawable = (np.arange(len(COUNTS)) != positive) & (expected_weights > 0)
+    expected = expected_weights[drawable] / expected_weights[drawable].sum() * draws.size
+    result = stats.chisquare(observed[drawable], expected)
     assert result.pvalue > 1e-3, (observed, expected)
 
 
@@ -56,3 +63,5 @@ def test_bad_settings_are_config_errors():
         NegativeSampler(COUNTS, distribution="zipf")
     with pytest.raises(ConfigError, match="at least two items"):
         NegativeSampler(np.ones(1))
+    with pytest.raises(ConfigError, match="at least two items with training interactions"):
+        NegativeSampler(np.array([0, 0, 4]), seen_only=True)
