@@ -78,3 +78,35 @@ def write_manifest(directory: Path, manifest: dict) -> None:
     if "package_sha256" in manifest:
         manifest["package_sha256"] = canonical_sha256(manifest)
     (Path(directory) / MANIFEST).write_text(json.dumps(manifest))
+
+
+def recommender_with(packages: dict):
+    """One Recommender with every package of `packages` loaded: the mixed-domain setup of the routing tests."""
+    from crossrec_peft.recommender import Recommender
+
+    rec = Recommender(device="cpu")
+    for package in packages.values():
+        rec.load_adapter(package)
+    return rec
+
+
+_ALONE: dict = {}
+
+
+@torch.no_grad()
+def alone_scores(package: Path, data: Path, history: list[str], candidates: list[str], fields=("title", "category")) -> torch.Tensor:
+    """Scores from a domain's package loaded on its own, through the model's own towers: the reference every
+    row of a mixed-domain batch must equal."""
+    from crossrec_peft.backbones.base import FeatureContext
+    from crossrec_peft.index import load_catalog
+    from crossrec_peft.package import load_package
+
+    if package not in _ALONE:
+        _ALONE[package] = load_package(package)[0]
+    model = _ALONE[package]
+    catalog = load_catalog(data)
+    ids = history + candidates
+    features = model.featurize(catalog.columns(list(fields), catalog.lookup(ids)), FeatureContext(item_ids=ids, root=data))
+    content = model.encode_content(model.collate_items(features, torch.arange(len(ids))))
+    user = model.user_vectors(content[: len(history)].unsqueeze(0), torch.ones(1, len(history), dtype=torch.bool))[0]
+    return model.item_vectors(content[len(history) :]) @ user

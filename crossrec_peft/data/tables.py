@@ -245,18 +245,29 @@ def _read_csv(path: Path):
     return table
 
 
+def _utf8(data: bytes, path: Path) -> str:
+    """The text of `data` (the start of the file at `path`), a UTF-8 byte-order mark dropped; DataError naming
+    the line of the first byte that is not UTF-8."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        where = "line 1 (the header)" if line == 1 else f"line {line}"
+        raise DataError(f"{path}, {where}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8.") from None
+
+
 def _csv_header(path: Path) -> list[str]:
     with open(path, "rb") as fh:
-        first = fh.readline()
-    if first.startswith(codecs.BOM_UTF8):
-        first = first[len(codecs.BOM_UTF8):]
+        text = _utf8(fh.readline(), path)
+    # newline="": a lone "\r" ends the header as it does for pyarrow, rather than failing inside csv.
     try:
-        text = first.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}, line 1 (the header): not UTF-8 (byte 0x{first[exc.start]:02x}); save the file as UTF-8.") from None
-    if not text.strip():
+        names = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error as exc:
+        raise DataError(f"{path}, line 1: the header is not valid CSV ({exc}).") from None
+    if not any(n.strip() for n in names):
         raise DataError(f"{path}, line 1: the header line is empty; a CSV table starts with its column names.")
-    names = next(csv.reader([text.rstrip("\r\n")]))
     empty = [i + 1 for i, n in enumerate(names) if not n.strip()]
     if empty:
         raise DataError(f"{path}, line 1: column {empty[0]} of the header has no name.")
@@ -270,16 +281,15 @@ def _locate_csv_problem(path: Path, header: list[str]) -> None:
     """Scan the file with Python's csv module and raise DataError at its first bad line (encoding, number of
     fields); return when nothing is found (the caller then reports pyarrow's message)."""
     with open(path, "rb") as fh:
-        data = fh.read()
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}, line {line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8.") from None
+        text = _utf8(fh.read(), path)
     reader = csv.reader(io.StringIO(text, newline=""))
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over csv's size limit
+            raise DataError(f"{path}, line {reader.line_num}: not valid CSV ({exc}).") from None
         line = reader.line_num
         if line == 1 or not fields:
             continue

@@ -137,13 +137,14 @@ def test_null_timestamp_message_has_no_numpy_repr(tmp_path):
         ({"items.csv": None, "items.jsonl": b'{"item_id": "i1", "title": "a"}\n{"item_id": "i2", "title": "\xff"}\n'},
          "items.jsonl, line 2: not UTF-8"),
         ({"items.csv": "item_id,title\n"}, "items.csv: has a header (item_id, title) but no rows"),
+        ({"items.csv": "item_id\rtitle,x\ni1,a\n"}, "items.csv, line 2: 2 fields, more than the header's 1"),
         ({"items.csv": ""}, "items.csv: the file is empty (0 bytes)"),
         ({"interactions.csv": None, "interactions.jsonl": ""}, "interactions.jsonl: the file is empty (0 bytes)"),
         ({"interactions.csv": None, "interactions.parquet": ""}, "interactions.parquet: the file is empty (0 bytes)"),
         ({"interactions.csv": None, "interactions.parquet": b"PAR1 not really"}, "interactions.parquet: cannot be read as Parquet"),
     ],
     ids=["non-utf8-csv", "ragged-csv", "truncated-jsonl", "jsonl-array", "jsonl-garbage", "non-utf8-jsonl",
-         "header-only-csv", "zero-byte-csv", "zero-byte-jsonl", "zero-byte-parquet", "corrupt-parquet"],
+         "header-only-csv", "carriage-return-in-header", "zero-byte-csv", "zero-byte-jsonl", "zero-byte-parquet", "corrupt-parquet"],
 )
 def test_unparsable_tables_name_file_and_line(tmp_path, caplog, files, expected):
     d = layout(tmp_path / "d", files)

@@ -7,10 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crossrec_peft.recommender import Recommender
-from tests._packages import make_package
+from tests._packages import alone_scores, make_package, recommender_with
 from tests.conftest import small_layout
-from tests.model.test_routing import reference_scores
 
 DOMAINS = ["lora", "side", "top-lora", "top-full"]
 
@@ -20,10 +18,7 @@ def setup(tiny_bert, tmp_path_factory):
     root = tmp_path_factory.mktemp("cached-routing")
     data = small_layout(root / "data", num_items=16)
     packages = {m: make_package(tiny_bert, root / "pk", m, m, seed=i, data=data) for i, m in enumerate(DOMAINS)}
-    rec = Recommender(device="cpu")
-    for m in DOMAINS:
-        rec.load_adapter(packages[m])
-    return rec, packages, data
+    return recommender_with(packages), packages, data
 
 
 def test_which_domains_share_the_backbone(setup):
@@ -43,7 +38,7 @@ def test_mixed_batch_equals_each_domain_alone(setup):
     candidates = ["i0", "i4", "i8", "i11", "i15", "i13"]
     mixed = rec.score(histories, candidates, domains=domains)
     for row, (history, domain) in enumerate(zip(histories, domains)):
-        expected = reference_scores(packages[domain], data, history, candidates)
+        expected = alone_scores(packages[domain], data, history, candidates)
         assert torch.allclose(mixed[row], expected, atol=1e-5), (domain, mixed[row], expected)
     same = rec.score([histories[0]] * len(DOMAINS), candidates, domains=DOMAINS)
     for i in range(1, len(DOMAINS)):  # the domains really differ

@@ -8,8 +8,7 @@ import torch
 
 from crossrec_peft.index import load_catalog
 from crossrec_peft.package import load_package
-from crossrec_peft.recommender import Recommender
-from tests._packages import make_package
+from tests._packages import alone_scores, make_package, recommender_with
 from tests.conftest import small_layout
 
 DOMAINS = ["lora", "lora8", "ia3", "bottleneck", "frozen", "lora_bias"]
@@ -21,27 +20,7 @@ def setup(tiny_bert, tmp_path_factory):
     root = tmp_path_factory.mktemp("routing")
     data = small_layout(root / "data", num_items=16)
     packages = {m: make_package(tiny_bert, root / "pk", m, m, seed=i, data=data) for i, m in enumerate(DOMAINS)}
-    rec = Recommender(device="cpu")
-    for m in DOMAINS:
-        rec.load_adapter(packages[m])
-    return rec, packages, data
-
-
-_ALONE: dict = {}
-
-
-@torch.no_grad()
-def reference_scores(package, data, history: list[str], candidates: list[str]) -> torch.Tensor:
-    """Scores from the domain's package loaded alone, through the model's own towers."""
-    if package not in _ALONE:
-        _ALONE[package] = load_package(package)[0]
-    model = _ALONE[package]
-    catalog = load_catalog(data)
-    ids = history + candidates
-    columns = catalog.columns(["title", "category"], catalog.lookup(ids))
-    content = model.encode_content(model.collate_items(model.featurize(columns), torch.arange(len(ids))))
-    user = model.user_vectors(content[: len(history)].unsqueeze(0), torch.ones(1, len(history), dtype=torch.bool))[0]
-    return model.item_vectors(content[len(history) :]) @ user
+    return recommender_with(packages), packages, data
 
 
 def test_one_backbone_for_every_domain(setup):
@@ -88,7 +67,7 @@ def test_mixed_batch_equals_each_domain_alone(setup):
     candidates = ["i0", "i4", "i8", "i11", "i15", "i13"]
     mixed = rec.score(histories, candidates, domains=domains)
     for row, (history, domain) in enumerate(zip(histories, domains)):
-        expected = reference_scores(packages[domain], data, history, candidates)
+        expected = alone_scores(packages[domain], data, history, candidates)
         assert torch.allclose(mixed[row], expected, atol=1e-5), (domain, mixed[row], expected)
     # The adapters really differ: routing a row through another domain's adapter changes its scores.
     same_history = rec.score([histories[0]] * len(DOMAINS), candidates, domains=DOMAINS)
@@ -183,7 +162,7 @@ def test_own_image_tower_beside_shared_text(tiny_bert, setup, tmp_path):
         content = alone.encode_content(alone.collate_items(features, torch.arange(len(ids))))
         user = alone.user_vectors(content[:3].unsqueeze(0), torch.ones(1, 3, dtype=torch.bool))[0]
         assert torch.allclose(scores[0], alone.item_vectors(content[3:]) @ user, atol=1e-5)
-        assert torch.allclose(scores[1], reference_scores(packages["lora"], data, history, candidates), atol=1e-5)
+        assert torch.allclose(scores[1], alone_scores(packages["lora"], data, history, candidates), atol=1e-5)
     finally:
         rec._domains["shop"].shared["text"].remove("shop")
         del rec._domains["shop"]
@@ -215,9 +194,9 @@ def test_method_without_own_share_runs_through_a_view(tiny_bert, setup, tmp_path
         assert frozen and frozen <= view_params  # the frozen tensors are shared, not copied
         histories, candidates = [["i1", "i2"], ["i3", "i4"], ["i5"]], ["i0", "i8", "i9", "i10"]
         scores = rec.score(histories, candidates, domains=["viewed", "lora", "viewed"])
-        assert torch.allclose(scores[0], reference_scores(package, data, histories[0], candidates), atol=1e-5)
-        assert torch.allclose(scores[1], reference_scores(packages["lora"], data, histories[1], candidates), atol=1e-5)
-        assert torch.allclose(scores[2], reference_scores(package, data, histories[2], candidates), atol=1e-5)
+        assert torch.allclose(scores[0], alone_scores(package, data, histories[0], candidates), atol=1e-5)
+        assert torch.allclose(scores[1], alone_scores(packages["lora"], data, histories[1], candidates), atol=1e-5)
+        assert torch.allclose(scores[2], alone_scores(package, data, histories[2], candidates), atol=1e-5)
     finally:
         if "viewed" in rec._domains:
             rec._domains["viewed"].shared["text"].remove("viewed")

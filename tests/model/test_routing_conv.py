@@ -11,9 +11,7 @@ from omegaconf import OmegaConf
 
 from crossrec_peft.backbones.base import FeatureContext
 from crossrec_peft.index import load_catalog
-from crossrec_peft.package import load_package
-from crossrec_peft.recommender import Recommender
-from tests._packages import perturb
+from tests._packages import alone_scores, perturb, recommender_with
 from tests.conftest import small_layout
 
 METHODS = {
@@ -50,27 +48,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("routing-conv")
     data = small_layout(root / "data", num_items=16)
     packages = {m: image_package(root / "pk", m, m, data, seed=i) for i, m in enumerate(DOMAINS)}
-    rec = Recommender(device="cpu")
-    for m in DOMAINS:
-        rec.load_adapter(packages[m])
-    return rec, packages, data
-
-
-_ALONE: dict = {}
-
-
-@torch.no_grad()
-def alone_scores(package, data, history: list[str], candidates: list[str]) -> torch.Tensor:
-    """Scores from the domain's package loaded alone (peft's own layers, our Adapted modules)."""
-    if package not in _ALONE:
-        _ALONE[package] = load_package(package)[0]
-    model = _ALONE[package]
-    catalog = load_catalog(data)
-    ids = history + candidates
-    features = model.featurize(catalog.columns(FIELDS, catalog.lookup(ids)), FeatureContext(item_ids=ids, root=data))
-    content = model.encode_content(model.collate_items(features, torch.arange(len(ids))))
-    user = model.user_vectors(content[: len(history)].unsqueeze(0), torch.ones(1, len(history), dtype=torch.bool))[0]
-    return model.item_vectors(content[len(history) :]) @ user
+    return recommender_with(packages), packages, data
 
 
 def test_one_tower_for_every_domain(setup):
@@ -85,7 +63,7 @@ def test_mixed_batch_equals_each_domain_alone(setup):
     candidates = ["i0", "i4", "i8", "i11", "i15"]
     mixed = rec.score(histories, candidates, domains=domains)
     for row, (history, domain) in enumerate(zip(histories, domains)):
-        expected = alone_scores(packages[domain], data, history, candidates)
+        expected = alone_scores(packages[domain], data, history, candidates, FIELDS)
         assert torch.allclose(mixed[row], expected, atol=1e-4), (domain, mixed[row], expected)
     # Each adapter really changes the tower's output: the same history scores differently per domain.
     same = rec.score([histories[0]] * len(DOMAINS), candidates, domains=DOMAINS)
@@ -99,7 +77,7 @@ def test_swapping_domains_gives_each_its_own_scores(setup, order):
     history, candidates = ["i1", "i2", "i3"], ["i4", "i5", "i6"]
     for domain in order:
         rec.set_domain(domain)
-        assert torch.allclose(rec.score([history], candidates)[0], alone_scores(packages[domain], data, history, candidates), atol=1e-4), domain
+        assert torch.allclose(rec.score([history], candidates)[0], alone_scores(packages[domain], data, history, candidates, FIELDS), atol=1e-4), domain
 
 
 def test_shared_tower_routes_rows_on_channels(setup):
