@@ -101,6 +101,12 @@ def layout_dir(tmp_path) -> Path:
     return small_layout(tmp_path / "data")
 
 
+# The tiny CLIP image tower trained whole (`full`), in place of the recipes' frozen EfficientNet-Lite0: for tests
+# about a tower a package stores whole (image_tower.safetensors), a tower that trains, or one with no zero-shot
+# baseline of its own.
+TINY_CLIP_IMAGE = {"model.modalities.image.backbone": "{name: openclip:crossrec-tiny-vit, tower: image}", "model.modalities.image.method": "full"}
+
+
 def tiny_overrides(tiny_bert: Path, **extra) -> list[str]:
     """Overrides that make the e-commerce recipe run in seconds on the tiny BERT."""
     base = {

@@ -19,12 +19,15 @@ from crossrec_peft.package import (
 )
 
 from ._packages import perturb, write_manifest
+from .conftest import TINY_CLIP_IMAGE
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_bert, tmp_path_factory):
-    """The e-commerce recipe's text + image model on the tiny BERT, moved off its initial values and exported."""
-    cfg = load_config(recipes.path("ecommerce"), [f"model.modalities.text.backbone.name=hf:{tiny_bert}", "model.head_rank=4"])
+    """The e-commerce recipe's text + image model on the tiny BERT, with the tiny CLIP image tower trained whole
+    (stored whole in the package), moved off its initial values and exported."""
+    tiny_clip = [f"{k}={v}" for k, v in TINY_CLIP_IMAGE.items()]
+    cfg = load_config(recipes.path("ecommerce"), [f"model.modalities.text.backbone.name=hf:{tiny_bert}", "model.head_rank=4", *tiny_clip])
     torch.manual_seed(0)
     model = perturb(build_model(cfg.model), 0.05)
     model.eval()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from crossrec_peft import recipes
+from crossrec_peft.backbones.effnet_lite import BUNDLED
 from crossrec_peft.config import load_config
 from crossrec_peft.data import load_data, make_split
 from crossrec_peft.evaluation import HeldOutEvaluation, encode_catalog, model_scorer
@@ -35,22 +37,34 @@ def test_package_is_intact_small_and_documented(domain):
     directory = ADAPTERS / domain
     manifest = verify_package(directory)  # every file's sha256, no pickles
     assert manifest["domain"] == domain and manifest["parent"] is None
-    assert manifest["modalities"]["text"]["backbone"]["id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    modalities = manifest["modalities"]
+    assert modalities["text"]["backbone"]["id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    # The package was trained with the image tower its recipe now ships (recipes/<domain>.yaml).
+    recipe = load_config(recipes.path(domain), name=domain).model.modalities.image
+    image = modalities["image"]
+    assert (image["backbone"]["id"], image["method"]["name"]) == (recipe.backbone.name, recipe.method.name)
     towers = set(manifest["weights"]["towers"].values())
+    if recipe.backbone.name in BUNDLED:
+        # A bundled pretrained tower, frozen: identified by its converted weights' sha256, none of it stored.
+        assert image["pretrained"] and image["backbone"]["sha256"] == BUNDLED[recipe.backbone.name].converted_sha256
+        assert not towers
+    else:
+        # A tower without a pretrained base (trained from scratch): its own file, small, sized apart.
+        assert manifest["weights"]["towers"] == {"image": f"image{TOWER_SUFFIX}"} and not image["pretrained"]
+        assert (directory / f"image{TOWER_SUFFIX}").stat().st_size == manifest["sizes"]["tower_bytes"]["image"] < 1 * MIB
     adapter = sum(p.stat().st_size for p in directory.rglob("*.safetensors") if p.name not in towers)
-    # Everything trained on top of a pretrained backbone: under 1 MB per domain.
-    assert adapter == manifest["sizes"]["adapter_bytes"] < 1 * MIB
-    # The demo image tower has no pretrained base (trained from scratch): its own file, small, sized apart.
-    for modality, file in manifest["weights"]["towers"].items():
-        assert file == f"{modality}{TOWER_SUFFIX}" and not manifest["modalities"][modality]["pretrained"]
-        assert (directory / file).stat().st_size == manifest["sizes"]["tower_bytes"][modality] < 1 * MIB
+    # Everything trained on top of pretrained backbones: under 1.5 MB per domain (LoRA on MiniLM 0.3 MB; the
+    # rest is the fusion and the heads, of which the image projection reads Lite0's 1,280 pooled features).
+    assert adapter == manifest["sizes"]["adapter_bytes"] < 1.5 * MIB
     card = ModelCard.load(directory / "README.md")
     assert card.data.library_name == "peft" and card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert domain in card.data.tags
     recorded = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert recorded == {m: manifest["metrics"]["model"][f"{m}@10"] for m in ("recall", "ndcg", "mrr")}
-    for modality in manifest["weights"]["towers"]:
-        assert f"`{modality}` tower, trained from scratch" in card.text
+    if towers:
+        assert "`image` tower, trained from scratch" in card.text
+    else:
+        assert f"frozen `{recipe.backbone.name}`" in card.text
 
 
 @pytest.mark.parametrize("domain", SHIPPED)
@@ -95,7 +109,8 @@ def test_readme_example_swaps_the_three_shipped_domains_on_one_backbone(monkeypa
     printed = capsys.readouterr().out
     rec = scope["rec"]
     assert rec.domains == ["ecommerce", "finance", "video"] and rec.domain == "video"
-    assert len(rec._backbones) == 1, "one shared MiniLM for every domain (image towers are per domain)"
+    # One MiniLM for every domain, one EfficientNet-Lite0 for e-commerce and video; finance trains its own tower.
+    assert len(rec._backbones) == 2 and list(rec.own_backbones("finance")) == ["image"]
     shown = eval(printed.strip().splitlines()[-1])  # noqa: S307  the printed [(item_id, score), ...]
     assert len(shown) == 5 and all(i.startswith("V") and i not in ("V0012", "V0345") for i, _ in shown)
 

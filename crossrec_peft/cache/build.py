@@ -120,9 +120,14 @@ def build(backbone: Any, keep: Keep, features: Mapping[str, Any], keys: list[str
         return 0
     missing = list(first.items())
     needed = store.check_space(len(missing))
+    # Keys are content hashes: items with equal content (two products with the same picture) share one entry.
+    cached = sum(key in known for key in keys)
+    others = [f"{cached} already cached"] if cached else []
+    if len(keys) - cached - len(missing):
+        others.append(f"{len(keys) - cached - len(missing)} share the content of another")
     log.warning(
         "layer cache %s: encoding %d of %d items (%.1f MiB on disk)%s", store.directory, len(missing), len(keys),
-        needed / 2**20, "" if len(missing) == len(keys) else "; the others are cached",
+        needed / 2**20, f"; {', '.join(others)}" if others else "",
     )
     bar = tqdm(total=len(missing), desc=desc, unit="item", disable=not settings.progress, leave=False)
     done = 0

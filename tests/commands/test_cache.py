@@ -20,18 +20,24 @@ def test_build_then_info_then_clear(tiny_bert, tmp_path, capsys, caplog, method,
     cache = tmp_path / "cache"
     code, out = build(tiny_bert, cache, method, capsys)
     assert code == 0, out.err
-    assert "120 items, modalities text: cache ready" in out.out
-    # It says what it will write before it starts (a warning: shown on stderr by the CLI).
-    assert any("encoding 120 of 120 items" in r.getMessage() for r in caplog.records)
+    # The recipe's frozen EfficientNet-Lite0 image tower reads its own cache beside the text method's.
+    assert "120 items, modalities text, image: cache ready" in out.out
+    # It says what it will write before it starts (a warning: shown on stderr by the CLI). Items are keyed by
+    # content: demo products that share a picture share the image cache's entry.
+    said = [r.getMessage() for r in caplog.records]
+    assert any("-text-" in m and "encoding 120 of 120 items" in m for m in said), said
+    assert any("effnet-lite0" in m and "share the content of another" in m for m in said), said
     caplog.clear()
     assert main(["cache", "info", "--cache-dir", str(cache), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert [c["keep"]["kind"] for c in info["caches"]] == [kind]
-    assert info["caches"][0]["items"] == 120 and info["caches"][0]["bytes"] > 0
+    caches = {"image" if c["name"].startswith("effnet-lite0") else "text": c for c in info["caches"]}
+    assert {m: c["keep"]["kind"] for m, c in caches.items()} == {"text": kind, "image": "output"}
+    assert caches["text"]["items"] == 120 and 0 < caches["image"]["items"] < 120
+    assert all(c["bytes"] > 0 for c in caches.values())
     code, out = build(tiny_bert, cache, method, capsys)  # a second build encodes nothing
     assert code == 0 and not any("encoding" in r.getMessage() for r in caplog.records)
     assert main(["cache", "clear", "--cache-dir", str(cache)]) == 0
-    assert "removed 1 layer cache(s)" in capsys.readouterr().out
+    assert "removed 2 layer cache(s)" in capsys.readouterr().out
     assert main(["cache", "info", "--cache-dir", str(cache)]) == 0
     assert "no layer caches" in capsys.readouterr().out
 

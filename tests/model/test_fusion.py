@@ -18,6 +18,7 @@ from crossrec_peft.data.batching import Collator
 from crossrec_peft.errors import ConfigError
 from crossrec_peft.model import build_model
 from crossrec_peft.objectives import InBatchSoftmax, RetrievalOptions
+from tests.conftest import TINY_CLIP_IMAGE
 
 FUSIONS = ["concat", "sum", "gated", "attention"]
 POLICIES = ["placeholder", "mask"]
@@ -276,6 +277,7 @@ def tiny_config(tiny_bert, fusion: str, text_only: bool = False):
         "model.modalities.text.method.r=2",
         "model.head_rank=4",
         f"model.fusion={fusion}",  # a component-valued override: replaces the recipe's fusion and its options
+        *(f"{k}={v}" for k, v in TINY_CLIP_IMAGE.items()),  # an image tower that trains, of size 64
     ]
     cfg = load_config(recipes.path("ecommerce"), overrides)
     if text_only:

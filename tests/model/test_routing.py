@@ -9,7 +9,7 @@ import torch
 from crossrec_peft.index import load_catalog
 from crossrec_peft.package import load_package
 from tests._packages import alone_scores, make_package, recommender_with
-from tests.conftest import small_layout
+from tests.conftest import TINY_CLIP_IMAGE, small_layout
 
 DOMAINS = ["lora", "lora8", "ia3", "bottleneck", "frozen", "lora_bias"]
 SHARING = DOMAINS[:-1]  # lora_bias trains the backbone's own biases: its domain gets its own backbone
@@ -130,8 +130,8 @@ def test_identity_module_output_is_not_changed_in_place():
 
 @torch.no_grad()
 def test_own_image_tower_beside_shared_text(tiny_bert, setup, tmp_path):
-    """The e-commerce recipe's model (LoRA text on the shared backbone, an image tower trained whole, attention
-    fusion) mixed with a text-only domain equals each package loaded alone, images included."""
+    """The e-commerce recipe's model with the tiny CLIP image tower trained whole (LoRA text on the shared
+    backbone, attention fusion) mixed with a text-only domain equals each package loaded alone, images included."""
     from crossrec_peft import recipes
     from crossrec_peft.config import load_config
     from crossrec_peft.model import build_model
@@ -139,7 +139,8 @@ def test_own_image_tower_beside_shared_text(tiny_bert, setup, tmp_path):
 
     rec, packages, data = setup
     cfg = load_config(recipes.path("ecommerce"), [f"model.modalities.text.backbone.name=hf:{tiny_bert}",
-                                                 "model.modalities.text.backbone.max_length=16", "model.head_rank=4"])
+                                                 "model.modalities.text.backbone.max_length=16", "model.head_rank=4",
+                                                 *(f"{k}={v}" for k, v in TINY_CLIP_IMAGE.items())])
     torch.manual_seed(5)
     model = build_model(cfg.model)
     for p in model.parameters():
