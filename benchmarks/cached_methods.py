@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -62,67 +61,16 @@ def base_config(data: str, epochs: int, extra: list[str]):
 
 # -- one system, in its own process -----------------------------------------------------------------------
 def child(spec: dict) -> dict:
-    import crossrec_peft.pipeline as pipeline
-    import crossrec_peft.recipe_class as recipe_class
-    import crossrec_peft.train as train_module
+    from _timing import timed_run
+
     from crossrec_peft.config import load_config
 
     raw = spec["config"]
     raw["model"]["modalities"]["text"]["method"] = spec["method"]
     raw["data"]["cache_dir"] = spec["cache_dir"]
-    cfg = load_config(raw)
-    budget = spec["budget"] if spec["bound"] else 0
-    clock = {"epochs": [], "validations": []}
-    real_features = recipe_class.catalog_features
-
-    def timed_features(*a, **k):
-        started = time.perf_counter()
-        out = real_features(*a, **k)
-        clock["features"] = time.perf_counter() - started
-        return out
-
-    class Budgeted:
-        """Stands in for tqdm around the epoch's batches: times them, and stops after `budget` seconds."""
-
-        def __init__(self, iterable, total=None, **_):
-            self.iterable, self.total = iterable, total
-
-        def __iter__(self):
-            started = time.perf_counter()
-            clock.setdefault("train_start", started)
-            done = 0
-            for batch in self.iterable:
-                yield batch
-                done += 1
-                if budget and time.perf_counter() - started > budget and done < self.total:
-                    break
-            ended = time.perf_counter()
-            clock["epochs"].append({"seconds": ended - started, "batches": done, "of": self.total, "end": ended})
-
-        def set_postfix(self, **_):
-            pass
-
-    def on_validation(epoch, metrics):
-        now = time.perf_counter()
-        clock["validations"].append({"epoch": epoch, "seconds": now - clock["epochs"][-1]["end"], "end": now, "ndcg@10": metrics["ndcg@10"]})
-
-    recipe_class.catalog_features = timed_features  # where Recipe.setup looks it up
-    train_module.tqdm = Budgeted
-    report = pipeline.run(cfg, Path(spec["run_dir"]), progress=False, summary=False, on_validation=on_validation)
-    epochs = clock["epochs"]
-    per_epoch = [e["seconds"] * e["of"] / max(e["batches"], 1) for e in epochs]
-    best = max(clock["validations"], key=lambda v: v["ndcg@10"])
+    report, timing = timed_run(load_config(raw), Path(spec["run_dir"]), budget=spec["budget"] if spec["bound"] else 0)
     return {
-        "cache_s": clock["features"],
-        "epoch_s": sum(per_epoch) / len(per_epoch),
-        "extrapolated": any(e["batches"] < e["of"] for e in epochs),
-        "batches_done": [e["batches"] for e in epochs],
-        "batches_per_epoch": epochs[0]["of"],
-        "validation_s": sum(v["seconds"] for v in clock["validations"]) / len(clock["validations"]),
-        "to_best_s": clock["features"] + best["end"] - clock["train_start"],
-        "best_epoch": best["epoch"],
-        "epochs_run": len(epochs),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **timing,
         "trainable": report["params"]["trainable"],
         "adapter_bytes": report["adapter_bytes"],
         "val_ndcg@10": report["validation"]["model"]["ndcg@10"],
@@ -199,8 +147,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.child:
-        spec = json.loads(Path(args.child).read_text())
-        Path(spec["out"]).write_text(json.dumps(child(spec)))
+        from _timing import run_child
+
+        run_child(args.child, child)
         return
 
     if args.table:
