@@ -37,7 +37,10 @@ class LayeredBackbone(Protocol):
     it (it caches the forward output); `side` needs `layer_widths` and `layer_states`; `top` needs all.
 
     Layer 0 is the input to the first block (a transformer's embeddings, a convnet's stem); layer i >= 1 is
-    block i's output. Widths may differ per layer (a convnet's stages)."""
+    block i's output. Widths may differ per layer (a convnet's stages).
+
+    Optional, for any backbone: `sequence_lengths(features) -> [N]` (real tokens per item); with it, the cache
+    build batches items of similar length together (TextBackbone has it; images have no padding to save)."""
 
     def layer_widths(self) -> list[int]:
         """The width of each layer's pooled state, layers 0..L."""

@@ -144,6 +144,11 @@ class TextBackbone(nn.Module):
     def token_count(self, features: dict) -> int:
         return int(features["input_ids"].shape[1])
 
+    @staticmethod
+    def sequence_lengths(features: dict) -> torch.Tensor:
+        """[N] tokens per item (padding aside): the layer cache batches items of similar length together."""
+        return features["attention_mask"].sum(dim=1)
+
     def _blocks(self) -> nn.ModuleList:
         encoder = getattr(self.base_model, "encoder", None)
         blocks = getattr(encoder, "layer", None)

@@ -119,6 +119,13 @@ def build(backbone: Any, keep: Keep, features: Mapping[str, Any], keys: list[str
     if not first:
         return 0
     missing = list(first.items())
+    # Items of similar length share a batch (longest first): a batch is padded to its longest item, so in catalog
+    # order most batches of variable-length titles run at the longest width. Shards map keys to rows, so the
+    # order items are stored in is free.
+    lengths = getattr(backbone, "sequence_lengths", None)
+    if callable(lengths):
+        size = lengths(features)
+        missing.sort(key=lambda key_row: -int(size[key_row[1]]))
     needed = store.check_space(len(missing))
     # Keys are content hashes: items with equal content (two products with the same picture) share one entry.
     cached = sum(key in known for key in keys)

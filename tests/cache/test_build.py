@@ -67,6 +67,36 @@ def test_hit_reads_without_encoding_and_matches_the_backbone(tiny_bert, tmp_path
     assert first["present"].tolist() == [1] * 10
 
 
+@pytest.mark.parametrize("keep", list(KEEPS), ids=list(KEEPS))
+def test_items_are_encoded_longest_first_and_read_back_in_catalog_order(tiny_bert, tmp_path, monkeypatch, keep):
+    """Batches hold items of similar length (less padding), and every row equals the row a build in catalog
+    order writes."""
+    titles = [" ".join(["word"] * (1 + (i * 7) % 11)) + f" item {i}" for i in range(12)]
+    widths: list[int] = []
+    real = build_module._encode
+
+    def recording(bb, keep, features, index, fields):
+        widths.append(int(features["attention_mask"][index].sum(dim=1).max()))
+        return real(bb, keep, features, index, fields)
+
+    monkeypatch.setattr(build_module, "_encode", recording)
+    bb = backbone(tiny_bert, max_length=16)
+    by_length = values(rows(bb, KEEPS[keep], titles, tmp_path / "by-length"))
+    assert len(widths) == 4 and widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+
+    widths.clear()
+    monkeypatch.setattr(TextBackbone, "sequence_lengths", None)  # no lengths: catalog order
+    in_order = values(rows(bb, KEEPS[keep], titles, tmp_path / "in-order"))
+    assert widths != sorted(widths, reverse=True)  # the catalog order mixes lengths
+    assert by_length.keys() == in_order.keys()
+    if "mask" in by_length:  # token states: only real tokens are read (padding holds whatever its batch left)
+        np.testing.assert_array_equal(by_length["mask"], in_order["mask"])
+        real_tokens = by_length["mask"].astype(bool)
+        by_length["tokens"], in_order["tokens"] = by_length["tokens"][real_tokens], in_order["tokens"][real_tokens]
+    for name in by_length:
+        np.testing.assert_allclose(by_length[name], in_order[name], atol=2e-3, rtol=2e-3)
+
+
 @pytest.mark.parametrize(
     "change, expect_encoded",
     [
