@@ -114,6 +114,14 @@ def check_space(source, overrides: Sequence[str], dims: Sequence[Dimension], nam
                 raise ConfigError(f"'sweep.space.{dim.key}' = {value!r}: {exc}") from None
 
 
+def pruner(sweep: Any):
+    """Median pruning as `sweep:` declares it. Trials report their validation metric at step = epoch (1, 2, ...)
+    and Optuna prunes from step == n_warmup_steps on, so `prune_from_epoch` is the warm-up itself."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=int(sweep.prune_after_trials), n_warmup_steps=int(sweep.prune_from_epoch))
+
+
 def _storage(directory: Path) -> str:
     return f"sqlite:///{directory.resolve() / 'study.db'}"
 
@@ -171,9 +179,7 @@ def run_sweep(
         load_if_exists=True,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=int(base.seed)),
-        pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=int(base.sweep.prune_after_trials), n_warmup_steps=int(base.sweep.prune_from_epoch) - 1
-        ),
+        pruner=pruner(base.sweep),
     )
     from optuna.trial import TrialState
 

@@ -7,12 +7,13 @@ import json
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 
 from crossrec_peft import recipes
 from crossrec_peft.cli import main
 from crossrec_peft.config import load_config
 from crossrec_peft.errors import ConfigError
-from crossrec_peft.sweep import parse_space, run_sweep
+from crossrec_peft.sweep import parse_space, pruner, run_sweep
 from tests.conftest import tiny_overrides
 
 # lr 1e-9 learns nothing: after epoch 1 it is below the recipe's own lr (0.005 here), so the median rule
@@ -106,3 +107,23 @@ def test_every_shipped_sweep_space_loads_at_its_bounds(name):
     dims = parse_space(OmegaConf.to_container(cfg.sweep.space))
     check_space(recipes.path(name), [], dims, name)
     assert all(d.contains(OmegaConf.select(cfg, d.key)) for d in dims), "the recipe's own setting is its first trial"
+
+
+@pytest.mark.parametrize("prune_from_epoch", [1, 2, 3])
+def test_a_losing_trial_is_first_pruned_at_prune_from_epoch(prune_from_epoch):
+    """Trials report at step = epoch (1-based); the first epoch a clearly losing trial can be pruned is the
+    declared one, not the one before it."""
+    study = optuna.create_study(direction="maximize", pruner=pruner(OmegaConf.create({"prune_after_trials": 2, "prune_from_epoch": prune_from_epoch})))
+    for _ in range(2):
+        good = study.ask()
+        for epoch in (1, 2, 3, 4):
+            good.report(0.5, epoch)
+        study.tell(good, 0.5)
+    losing = study.ask()
+    pruned_at = None
+    for epoch in (1, 2, 3, 4):
+        losing.report(0.1, epoch)
+        if losing.should_prune():
+            pruned_at = epoch
+            break
+    assert pruned_at == prune_from_epoch
