@@ -71,8 +71,8 @@ class Recipe(Trainer):
         self, cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary: bool = True,
         on_validation: Callable[[int, dict[str, float]], None] | None = None,
     ):
-        """`on_validation(epoch, metrics)` is called after each epoch's validation (the sweep's pruning hook;
-        an exception it raises stops the run)."""
+        """`on_validation(epoch, record)` is called after each epoch's validation, once its record (the metrics,
+        train_loss) is logged: the sweep's pruning hook; an exception it raises stops the run."""
         super().__init__(cfg, progress=progress)
         from rich.console import Console
 
@@ -80,7 +80,6 @@ class Recipe(Trainer):
         self.summary = summary
         self.on_validation = on_validation
         self.console = Console(quiet=not progress)
-        self.validations = 0
         self.started = time.perf_counter()
 
     def run(self) -> dict[str, Any]:
@@ -209,15 +208,18 @@ class Recipe(Trainer):
         return encode_catalog(model, self.features, self.num_items, self.cfg.train.eval_batch_size, progress=self.progress, desc=desc)
 
     def validate(self, model) -> dict[str, float]:
-        """Full-ranking metrics on the validation split (NDCG@10 picks the best epoch), then on_validation."""
+        """Full-ranking metrics on the validation split (NDCG@10 picks the best epoch)."""
         cfg = self.cfg
-        metrics = evaluate_cases(
+        return evaluate_cases(
             self.scorer(model, "validation: encode items"), self.split.validation, list(cfg.eval.ks), seed=cfg.seed, repeats=cfg.eval.repeats,
         )
-        self.validations += 1
-        if self.on_validation is not None:
-            self.on_validation(self.validations, metrics)
-        return metrics
+
+    def end_epoch(self, epoch: int) -> None:
+        """The Trainer's end of epoch (validate, log, keep the best), then `on_validation` with the epoch's
+        record: after it is in metrics.jsonl, so a run the hook stops (a pruned sweep trial) keeps that line."""
+        super().end_epoch(epoch)
+        if self.on_validation is not None and self.accelerator.is_main_process:
+            self.on_validation(epoch, self.state.history[-1])
 
     def evaluate(self) -> None:
         """The trained model and the remaining baselines on the test split, and the objective's own metrics."""

@@ -34,6 +34,11 @@ def test_sweep_prunes_resumes_and_prints_loadable_best(tiny_bert, tmp_path, caps
     assert first["trials"][0]["overrides"] == ["train.lr=0.005"]  # the recipe's own setting comes first
     # the pruned run stopped at a validation: it never reached the test split or the report
     assert (out / "trial-000" / "report.json").is_file() and not (out / "trial-001" / "report.json").exists()
+    # ...but the validation it was pruned at is in its metrics.jsonl, with the value the study recorded
+    logged = [json.loads(line) for line in (out / "trial-001" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in logged if r.get("split") == "validation" and "train_loss" in r]
+    pruned = first["trials"][1]
+    assert [r["epoch"] for r in epochs] == list(range(1, pruned["epochs"] + 1)) and epochs[-1]["ndcg@10"] == pruned["value"]
     assert (out / "study.db").is_file() and (out / "sweep.png").is_file()
     assert json.loads((out / "sweep.json").read_text())["trials"] == first["trials"]
 
