@@ -23,10 +23,10 @@ def run(
     *,
     progress: bool = True,
     summary: bool = True,
-    on_validation: Callable[[int, dict[str, float]], None] | None = None,
+    on_validation: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run `cfg` into `run_dir` and return its report. `on_validation(epoch, record)` is called after each
-    epoch's validation record is logged (the sweep's pruning hook; an exception it raises stops the run). The class named by
-    `recipe_class` is imported and checked before anything is loaded or written."""
+    epoch's validation record is logged (the sweep's pruning hook; an exception it raises stops the run). The
+    class named by `recipe_class` is imported and checked before anything is loaded or written."""
     cls = recipe_class(cfg.get("recipe_class"))
     return cls(cfg, run_dir, progress=progress, summary=summary, on_validation=on_validation).run()

@@ -69,7 +69,7 @@ class Recipe(Trainer):
 
     def __init__(
         self, cfg: DictConfig, run_dir: str | Path, *, progress: bool = True, summary: bool = True,
-        on_validation: Callable[[int, dict[str, float]], None] | None = None,
+        on_validation: Callable[[int, dict[str, Any]], None] | None = None,
     ):
         """`on_validation(epoch, record)` is called after each epoch's validation, once its record (the metrics,
         train_loss) is logged: the sweep's pruning hook; an exception it raises stops the run."""
