@@ -124,8 +124,8 @@ def build(backbone: Any, keep: Keep, features: Mapping[str, Any], keys: list[str
     # order items are stored in is free.
     lengths = getattr(backbone, "sequence_lengths", None)
     if callable(lengths):
-        size = lengths(features)
-        missing.sort(key=lambda key_row: -int(size[key_row[1]]))
+        size = lengths(features).tolist()
+        missing.sort(key=lambda key_row: -size[key_row[1]])
     needed = store.check_space(len(missing))
     # Keys are content hashes: items with equal content (two products with the same picture) share one entry.
     cached = sum(key in known for key in keys)
