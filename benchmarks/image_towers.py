@@ -1,10 +1,11 @@
 """Image towers side by side: the tiny CLIP trained from scratch vs the bundled ImageNet EfficientNet-Lite0
-(frozen, LoRA, bottleneck, full), in one run on the same machine.
+(frozen, LoRA, bottleneck, full, side), in one run on the same machine.
 
 1. Cost (always): per tower, in a fresh subprocess each (so peak RSS is that tower's own): encoding
    throughput (forward, no gradient), training-step throughput (forward + backward + AdamW step on a batch of
    demo images), peak RSS, trainable parameters and adapter bytes (the trainable tensors in float32: what a
-   package stores for that tower).
+   package stores for that tower). `side` trains beside the tower on its cached stage states: its encoding
+   is the pass that fills the cache (every stage's pooled state), its step the side network's alone.
 2. Features (always): leave-one-out 1-NN accuracy of frozen pooled features on 100 demo renderings for
    colour, pattern and shape, converted Lite0 weights vs the same architecture with random weights (the
    functional check of the weight conversion, tests/backbones/test_timm.py, measured).
@@ -12,9 +13,10 @@
    recipe on the same catalog and split, only the image tower changing.
 
 The machine is shared and noisy (2 cores, several sessions): compare the ratios within one run, not absolute
-numbers across runs. Prints tables and writes benchmarks/results/image_towers.json.
+numbers across runs. Prints tables and writes benchmarks/results/image_towers.json (or `--results NAME`).
 
     python benchmarks/image_towers.py [--image-size 64] [--batch 32] [--quality] [--items 800 --users 1200 --epochs 2]
+        [--quality-towers TOWER ...] [--results NAME]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ TOWERS = {
     "lite0 lora r8 (all)": ({"name": "effnet-lite0"}, {"name": "lora", "r": 8}),
     "lite0 bottleneck (stages 5-6)": ({"name": "effnet-lite0"}, {"name": "bottleneck", "size": 32, "points": ["stage5", "stage6"]}),
     "lite0 full": ({"name": "effnet-lite0"}, {"name": "full"}),
+    "lite0 side": ({"name": "effnet-lite0"}, {"name": "side"}),
 }
 
 
@@ -80,29 +83,42 @@ def measure_one(label: str, image_size: int, batch: int, repeats: int) -> dict:
     backbone_spec, method_spec = TOWERS[label]
     backbone = backbone_for(backbone_spec, image_size)
     entry, _, options = component(registry.methods, method_spec, "method")
-    entry.factory(options).attach(backbone)
-    trainable, total = count_parameters(backbone)
+    method = entry.factory(options)
+    method.attach(backbone)
+    # A method with a network beside the tower (`side`) trains that network on the cached stage states.
+    beside = method.module(backbone) if callable(getattr(method, "module", None)) else None
+    trainable, total = count_parameters(beside if beside is not None else backbone)
+    total += 0 if beside is None else count_parameters(backbone)[1]
     with tempfile.TemporaryDirectory() as tmp:
         names, _ = demo_images(Path(tmp), batch)
         features = backbone.featurize([names], FeatureContext(item_ids=names, root=Path(tmp)))
         pixels = backbone.collate(features, torch.arange(batch))["pixel_values"]
+    encode_once = (lambda: backbone.layer_states(pixel_values=pixels)) if beside is not None else (lambda: backbone(pixel_values=pixels))
     backbone.eval()
     with torch.no_grad():
-        backbone(pixel_values=pixels)
+        encode_once()
         started = time.perf_counter()
         for _ in range(repeats):
-            out = backbone(pixel_values=pixels)
+            encoded = encode_once()
         encode = batch * repeats / (time.perf_counter() - started)
+    out = encoded[0] if beside is not None else encoded
     step = None
-    params = [p for p in backbone.parameters() if p.requires_grad]
+    if beside is not None:
+        states = torch.cat(encoded[1], dim=-1)
+        forward = lambda: beside(out, states)  # noqa: E731  (the cached rows: the tower does not run)
+        module = beside
+    else:
+        forward = lambda: backbone(pixel_values=pixels)  # noqa: E731
+        module = backbone
+    params = [p for p in module.parameters() if p.requires_grad]
     if params:
-        backbone.train()
+        module.train()
         optimizer = torch.optim.AdamW(params, lr=1e-4)
         target = torch.randn(batch, out.shape[-1])
 
         def train_step():
             optimizer.zero_grad()
-            loss = ((backbone(pixel_values=pixels) - target) ** 2).mean()
+            loss = ((forward() - target) ** 2).mean()
             loss.backward()
             optimizer.step()
 
@@ -194,6 +210,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=800)
     parser.add_argument("--users", type=int, default=1200)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--results", default="image_towers", help="benchmarks/results/<NAME>.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one tower in this process
     args = parser.parse_args()
 
@@ -237,7 +254,7 @@ def main() -> None:
     results["load_average_end"] = os.getloadavg()[0]
     print(f"\nmachine: {results['cpus']} CPUs, {results['threads']} torch threads, load average "
           f"{results['load_average_start']:.1f} at start, {results['load_average_end']:.1f} at end (shared: compare ratios)")
-    write_results("image_towers", results)
+    write_results(args.results, results)
 
 
 if __name__ == "__main__":

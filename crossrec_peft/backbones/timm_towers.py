@@ -145,6 +145,7 @@ class TimmBackbone(nn.Module):
         self.input_size = tuple(config["input_size"][1:])
         self.preprocess = timm.data.create_transform(**config, is_training=False)
         self._widths: dict[str, int] = {}
+        self._layer_widths: list[int] | None = None
         self.hidden_size = int(self._probe([])[1].shape[-1])
 
     @property
@@ -204,6 +205,38 @@ class TimmBackbone(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values)
 
+    # -- layer states (backbones.base.LayeredBackbone: what `side` reads from the layer cache) ----------------
+    def _feature_modules(self) -> list[str]:
+        """The modules whose outputs are the tower's layers: timm's own feature levels (`feature_info`, the
+        stages `features_only=True` would return: e.g. Lite0's blocks 0, 1, 2, 4, 6 at strides 2 to 32), so the
+        architecture declares them, not crossrec-peft."""
+        info = getattr(self.base_model, "feature_info", None)
+        names = [f.get("module") for f in info] if isinstance(info, (list, tuple)) else []
+        modules = dict(self.base_model.named_modules())
+        if not names or any(n not in modules for n in names):
+            raise ConfigError(f"{self.model_id}: timm declares no feature levels (feature_info) for '{self.arch_name}', "
+                              "so method 'side' has no layers to read; use frozen, lora or bottleneck.")
+        return names
+
+    def layer_widths(self) -> list[int]:
+        if self._layer_widths is None:
+            names = self._feature_modules()
+            seen, _ = self._probe(names)
+            self._layer_widths = [int(_pool(seen[name]).shape[-1]) for name in names]
+        return list(self._layer_widths)
+
+    def layer_states(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        names = self._feature_modules()
+        modules = dict(self.base_model.named_modules())
+        seen: dict[str, torch.Tensor] = {}
+        handles = [modules[n].register_forward_hook(lambda m, a, out, n=n: seen.setdefault(n, out)) for n in names]
+        try:
+            output = self.model(pixel_values)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return output, [_pool(seen[n]) for n in names]
+
     def identity(self) -> dict:
         digest, size = self._random_sha256, 0  # random initialisation: the hash of the initial weights
         if self.weights is not None and self.weights.is_file():
@@ -219,6 +252,16 @@ class TimmBackbone(nn.Module):
             "sha256": digest,
             "bytes": size,
         }
+
+
+def _pool(states: torch.Tensor) -> torch.Tensor:
+    """A feature level's global average: over the spatial grid of a convnet's [B, C, H, W] map, over the
+    tokens of a [B, N, C] sequence."""
+    if states.dim() == 4:
+        return states.mean(dim=(2, 3))
+    if states.dim() == 3:
+        return states.mean(dim=1)
+    return states
 
 
 def _availability() -> str:

@@ -260,24 +260,36 @@ def _knn_accuracy(features: torch.Tensor, labels: list[str]) -> float:
     return sum(labels[i] == labels[j] for i, j in enumerate(nearest)) / len(labels)
 
 
-def test_converted_weights_see_what_random_weights_do_not(tmp_path):
-    """Functional check of the mapping: on demo renderings, shape and pattern are recognised from frozen
-    pretrained features far better than from the same architecture with random weights. (Colour is not
-    part of the check: random convolutions keep mean colour, ImageNet features are built to ignore it.)"""
+@pytest.fixture(scope="module")
+def renderings(tmp_path_factory):
+    """100 demo renderings (distinct colour, pattern, shape combinations) and their attributes."""
     from crossrec_peft.data.demo.images import PATTERNS, RGB, SHAPES, render
 
+    root = tmp_path_factory.mktemp("renderings")
     combos = list(itertools.product(list(RGB), PATTERNS, SHAPES))
     random.Random(0).shuffle(combos)
     combos = combos[:100]
     names = []
     for i, (color, pattern, shape) in enumerate(combos):
-        render(tmp_path / f"{i}.png", color=color, pattern=pattern, shape=shape)
+        render(root / f"{i}.png", color=color, pattern=pattern, shape=shape)
         names.append(f"{i}.png")
+    return root, names, combos
+
+
+def _pixels(backbone: TimmBackbone, renderings) -> torch.Tensor:
+    root, names, _ = renderings
+    return backbone.collate(backbone.featurize([names], FeatureContext(item_ids=names, root=root)), torch.arange(len(names)))["pixel_values"]
+
+
+def test_converted_weights_see_what_random_weights_do_not(renderings):
+    """Functional check of the mapping: on demo renderings, shape and pattern are recognised from frozen
+    pretrained features far better than from the same architecture with random weights. (Colour is not
+    part of the check: random convolutions keep mean colour, ImageNet features are built to ignore it.)"""
+    combos = renderings[2]
 
     def encode(backbone: TimmBackbone) -> torch.Tensor:
-        batch = backbone.collate(backbone.featurize([names], FeatureContext(item_ids=names, root=tmp_path)), torch.arange(len(names)))
         with torch.no_grad():
-            return backbone(batch["pixel_values"])
+            return backbone(_pixels(backbone, renderings))
 
     pretrained = encode(lite0(image_size=64))
     random_weights = encode(TimmBackbone(ARCH, TimmOptions(image_size=64)))
@@ -285,6 +297,38 @@ def test_converted_weights_see_what_random_weights_do_not(tmp_path):
         labels = [c[column] for c in combos]
         ours, chance = _knn_accuracy(pretrained, labels), _knn_accuracy(random_weights, labels)
         assert ours >= chance + margin and ours >= 0.8, (attribute, ours, chance)
+
+
+def test_early_stages_keep_the_colour_the_pooled_output_discards(renderings):
+    """Why `side` reads a convnet's stages: the pooled ImageNet output has all but lost colour (1-NN near
+    chance among 10 colours), the first stage's pooled state still tells the colours apart."""
+    backbone = lite0(image_size=64)
+    with torch.no_grad():
+        output, states = backbone.layer_states(_pixels(backbone, renderings))
+    colours = [c[0] for c in renderings[2]]
+    assert _knn_accuracy(output, colours) < 0.3
+    assert _knn_accuracy(states[0], colours) >= 0.8
+
+
+@pytest.mark.parametrize("arch", [ARCH, "mobilenetv3_small_050"])
+def test_layer_states_are_timms_feature_levels(arch):
+    """The layers `side` reads are timm's declared feature levels, globally averaged: checked against timm's
+    own feature extractor (features_only) carrying the same weights."""
+    import timm
+
+    backbone = TimmBackbone(arch, TimmOptions(image_size=SIZE))
+    reference = timm.create_model(arch, features_only=True)
+    missing, _ = reference.load_state_dict(backbone.model.state_dict(), strict=False)
+    assert not missing
+    reference.eval()
+    pixels = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        output, states = backbone.layer_states(pixel_values=pixels)
+        expected = [f.mean(dim=(2, 3)) for f in reference(pixels)]
+        assert torch.equal(output, backbone(pixels))
+    assert backbone.layer_widths() == reference.feature_info.channels() == [s.shape[-1] for s in states]
+    for state, want in zip(states, expected, strict=True):
+        torch.testing.assert_close(state, want)
 
 
 # One architecture per timm spec entry (tests/methods/test_bottleneck.py covers the Hugging Face entries).

@@ -83,3 +83,53 @@ def test_export_then_reload_gives_identical_scores(tiny_bert, tmp_path, cached):
     with torch.no_grad():
         a, b = model(batch), reloaded(Collator(again, reloaded.collate_items)(WINDOWS))
     assert torch.equal(a["users"], b["users"]) and torch.equal(a["items"], b["items"])
+
+
+def test_side_on_a_timm_tower_reads_its_cached_stages(tmp_path):
+    """On a convnet the side network reads the cached pooled stages (timm's feature levels): the training
+    step never runs the tower, an untrained side equals frozen, and the stages it names are the tower's."""
+    from omegaconf import OmegaConf
+
+    from crossrec_peft import recipes
+    from crossrec_peft.backbones.base import FeatureContext
+    from crossrec_peft.cache import CacheSettings
+    from crossrec_peft.config import load_config
+    from crossrec_peft.data.batching import Collator
+    from crossrec_peft.model import build_model
+    from tests.conftest import render_images
+    from tests.methods.cached_setup import WINDOWS
+
+    names = [f"img/{i}.png" for i in range(N)]
+    render_images(tmp_path / "data", names)
+    raw = OmegaConf.to_container(load_config(recipes.path("ecommerce"), ["model.head_rank=4"]))
+    raw["model"]["modalities"] = {"img": {
+        "fields": ["image"],
+        "backbone": {"name": "timm:mobilenetv3_small_050", "image_size": 32},
+        "method": {"name": "side", "layers": "0,2,4", "bottleneck": 8},
+    }}
+    raw["model"]["fusion"] = {"name": "mean"}
+    torch.manual_seed(0)
+    model = build_model(load_config(raw).model)
+    context = FeatureContext(item_ids=[str(i) for i in range(N)], root=tmp_path / "data",
+                             layer_cache=CacheSettings(root=tmp_path / "cache", dtype="float32", progress=False))
+    features = model.featurize({"image": names}, context)
+    encoder = model.modalities["img"]
+    backbone = encoder.backbone
+    side = encoder.method_module
+    assert [side.slices[i][1] - side.slices[i][0] for i in range(3)] == [backbone.layer_widths()[i] for i in (0, 2, 4)]
+
+    pixels = backbone.collate(backbone.featurize([names], FeatureContext(item_ids=names, root=tmp_path / "data")), torch.arange(N))
+    with torch.no_grad():
+        emb, present = encoder(model.collate_items(features, torch.arange(N))["img"])
+        assert present.all()
+        direct = backbone(pixels["pixel_values"])
+        torch.testing.assert_close(emb, direct, atol=1e-5, rtol=1e-5)  # untrained side == frozen
+
+    calls = count_calls([backbone.model])
+    model.train()
+    batch = Collator(features, model.collate_items)(WINDOWS)
+    loss, _ = InBatchSoftmax(RetrievalOptions())(model(batch), batch)
+    loss.backward()
+    assert calls == [0]
+    assert all(p.grad is not None for p in side.parameters())
+    assert all(p.grad is None for p in backbone.parameters())

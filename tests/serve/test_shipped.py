@@ -39,7 +39,8 @@ def server(rec):
 
 def test_mixed_domain_concurrent_requests_match_the_recommender(server, rec):
     rng = random.Random(0)
-    # One MiniLM for the three domains, one EfficientNet-Lite0 for e-commerce and video; finance trains its own tower.
+    # One MiniLM for the three domains, one EfficientNet-Lite0 for e-commerce and video; finance loads its own
+    # Lite0 (its side network reads the stage states, which a shared pass does not return).
     assert len(rec._backbones) == 2 and list(rec.own_backbones("finance")) == ["image"]
     requests = []
     for n in range(36):
