@@ -162,19 +162,25 @@ class TimmBackbone(nn.Module):
         """One forward of a blank image through the untouched model: the outputs of the modules at `paths`
         (relative to `base_model`) and the pooled output."""
         root = self.base_model
-        modules = dict(root.named_modules())
-        seen: dict[str, torch.Tensor] = {}
-        handles = [modules[p].register_forward_hook(lambda m, a, out, p=p: seen.setdefault(p, out)) for p in paths if p in modules]
         was_training = root.training
         root.eval()
         try:
             param = next(root.parameters())
-            pooled = root(torch.zeros(1, 3, *self.input_size, device=param.device, dtype=param.dtype))
+            return self._run_hooked(paths, torch.zeros(1, 3, *self.input_size, device=param.device, dtype=param.dtype), root)
+        finally:
+            root.train(was_training)
+
+    def _run_hooked(self, paths: Sequence[str], pixel_values: torch.Tensor, run: nn.Module) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """`run(pixel_values)` with the outputs of the modules at `paths` (relative to `base_model`) captured."""
+        modules = dict(self.base_model.named_modules())
+        seen: dict[str, torch.Tensor] = {}
+        handles = [modules[p].register_forward_hook(lambda m, a, out, p=p: seen.setdefault(p, out)) for p in paths if p in modules]
+        try:
+            output = run(pixel_values)
         finally:
             for handle in handles:
                 handle.remove()
-            root.train(was_training)
-        return seen, pooled
+        return seen, output
 
     def adapter_width_at(self, path: str) -> int:
         """The number of channels (features along the spec's feature_dim) that the module at `path` outputs:
@@ -227,14 +233,7 @@ class TimmBackbone(nn.Module):
 
     def layer_states(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         names = self._feature_modules()
-        modules = dict(self.base_model.named_modules())
-        seen: dict[str, torch.Tensor] = {}
-        handles = [modules[n].register_forward_hook(lambda m, a, out, n=n: seen.setdefault(n, out)) for n in names]
-        try:
-            output = self.model(pixel_values)
-        finally:
-            for handle in handles:
-                handle.remove()
+        seen, output = self._run_hooked(names, pixel_values, self.model)
         return output, [_pool(seen[n]) for n in names]
 
     def identity(self) -> dict:
