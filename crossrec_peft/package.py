@@ -36,6 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
+from .backbones.base import CatalogTable
 from .errors import PackageError
 from .fsutil import make_public, sha256
 from .manifest import canonical_sha256, check_listing, check_peft_configs, check_safetensors, check_schema, check_sealed
@@ -497,6 +498,11 @@ def assign_weights(model: TwoTowerModel, state: dict[str, torch.Tensor], directo
     for name, spec in manifest.get("heads", {}).items():  # objective heads, rebuilt from the manifest's specs
         if name not in model.heads:
             model.heads[name] = build_head(spec).to(device)
+    tables = {name: enc.backbone for name, enc in model.modalities.items() if isinstance(enc.backbone, CatalogTable)}
+    for name, table in tables.items():  # sized by the catalog, not the config: take the saved size
+        prefix = f"modalities.{name}.backbone."
+        table.size_from_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        table.to(device)
     expected = exported_state(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -519,6 +525,8 @@ def assign_weights(model: TwoTowerModel, state: dict[str, torch.Tensor], directo
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
+    for table in tables.values():  # continued tuning: which items have a vector is this run's decision
+        table.weights_loaded()
 
 
 def _peft_shape_error(directory: Path, name: str, recorded: dict, backbone, exc: Exception) -> PackageError:

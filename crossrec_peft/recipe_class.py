@@ -48,15 +48,17 @@ def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
-def catalog_features(model, data, cfg: DictConfig, *, progress: bool = True) -> dict:
+def catalog_features(model, data, cfg: DictConfig, *, progress: bool = True, train_counts=None) -> dict:
     """Every modality's inputs for the whole catalog (what training, evaluation and reloads all use). Cached
     methods (frozen, side, top) read the layer cache under data.cache_dir ($CROSSREC_PEFT_CACHE), building
-    what it lacks: one backbone pass per item, kept across runs."""
+    what it lacks: one backbone pass per item, kept across runs. `train_counts` (training interactions per
+    catalog item) tells per-item backbones (`ids`) which items training can give a vector."""
     from .cache import CacheSettings
     from .data.source import cache_root
 
     context = data.feature_context(cfg.data.on_bad_image, cfg.data.allow_outside_images)
     context.layer_cache = CacheSettings(root=cache_root(cfg.data.cache_dir), batch_size=int(cfg.train.eval_batch_size), progress=progress)
+    context.train_counts = train_counts
     return model.featurize(data.columns(model_fields(cfg)), context)
 
 
@@ -134,7 +136,9 @@ class Recipe(Trainer):
         cfg = self.cfg
         self.model = build_model(cfg.model)
         self.model.to(self.accelerator.device)  # before the layer cache is built: on the GPU where there is one
-        self.features = catalog_features(self.model, self.data, cfg, progress=self.progress)
+        self.features = catalog_features(
+            self.model, self.data, cfg, progress=self.progress, train_counts=self.split.train_item_counts(self.num_items),
+        )
         entry, _, options = component(registry.objectives, cfg.train.objective, "train.objective")
         self.objective = registry.objectives.create(entry, options)
         # Before anything is trained: checks that the data has what the objective learns from (ratings, labels,

@@ -26,6 +26,9 @@ class FeatureContext:
     # Where cached methods keep layer states (crossrec_peft.cache.CacheSettings); None: `frozen` runs its
     # backbone as before and `side`/`top` compute their states in memory for these items only.
     layer_cache: Any = None
+    # Training interactions per catalog row (the training split only), where a run has them; None when a saved
+    # model is loaded. Backbones that learn one vector per item (`ids`) tell known items from new ones by it.
+    train_counts: Optional[Sequence[int]] = None
 
     def locate(self, row: int) -> str:
         return self.where(row) if self.where else f"catalog row {row + 1}"
@@ -57,3 +60,17 @@ class LayeredBackbone(Protocol):
     def forward_from(self, start: int, tokens: Any, attention_mask: Any) -> Any:
         """The item embedding from token states entering layer `start`: equals `forward` on the inputs that
         produced them."""
+
+
+@runtime_checkable
+class CatalogTable(Protocol):
+    """A backbone whose weights are one row per catalog item (`ids`): sized by the catalog it first featurizes,
+    not by a config, so loading a package must size it from the saved table first."""
+
+    def size_from_state(self, state: dict[str, Any]) -> None:
+        """Build the table at the size of the saved one (`state`: the backbone's tensors, names relative to it)
+        when it has not been sized yet."""
+
+    def weights_loaded(self) -> None:
+        """Called once saved weights are copied in: reconcile them with what this run's featurize decided
+        (which items have a row of their own)."""
