@@ -11,7 +11,7 @@ import torch
 
 from crossrec_peft.backbones.base import FeatureContext
 from crossrec_peft.backbones.ids import IdsBackbone, IdsBackboneOptions
-from crossrec_peft.errors import ConfigError, DataError
+from crossrec_peft.errors import DataError
 
 
 def featurize(backbone: IdsBackbone, n: int, counts=None) -> dict:
