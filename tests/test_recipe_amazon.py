@@ -41,7 +41,9 @@ def test_recipe_declares_the_standard_protocol_and_sampled_negatives():
     assert cfg.train.objective.num_negatives > 0 and cfg.train.objective.sampling == "uniform"
 
 
-def test_recipe_amazon_runs_end_to_end_on_an_imported_catalog(tiny_bert, tmp_path):
+def run_tiny_amazon(tiny_bert, tmp_path, *overrides: str):
+    """Import `amazon_catalog` with `data import amazon-seq` and run `recipe amazon` on it at a tiny size (the
+    tiny BERT, one epoch) with `overrides` added. Returns (data directory, run directory)."""
     source = amazon_catalog(tmp_path / "src")
     data = tmp_path / "data"
     assert main(["data", "import", "amazon-seq", str(source), "--out", str(data)]) == 0
@@ -50,9 +52,14 @@ def test_recipe_amazon_runs_end_to_end_on_an_imported_catalog(tiny_bert, tmp_pat
         "recipe", "amazon", f"data.path={data}",
         f"model.modalities.text.backbone.name=hf:{tiny_bert}", "model.modalities.text.backbone.max_length=16",
         "model.head_rank=4", "train.epochs=1", "train.batch_size=8", "train.objective.num_negatives=16",
-        "eval.ids.epochs=1", "--out", str(out), "--quiet",
+        *overrides, "--out", str(out), "--quiet",
     ])
     assert code == 0
+    return data, out
+
+
+def test_recipe_amazon_runs_end_to_end_on_an_imported_catalog(tiny_bert, tmp_path):
+    data, out = run_tiny_amazon(tiny_bert, tmp_path, "eval.ids.epochs=1")
     report = json.loads((out / "report.json").read_text())
     assert report["protocol"]["repeats"] == "miss"
     assert report["data"]["items"] == 60 and report["split_detail"]["test_cases"] == 40

@@ -70,23 +70,15 @@ def test_counts_for_another_catalog_are_refused():
 def test_a_content_and_id_model_keeps_ids_to_trained_items_through_export_and_load(tiny_bert, tmp_path):
     """End to end: the run gives IDs to items with enough training interactions, the package holds zero rows
     for the rest, and `load_package` rebuilds the same presence from the table alone."""
-    from crossrec_peft.cli import main
     from crossrec_peft.package import load_package
 
-    from ..test_recipe_amazon import amazon_catalog
+    from ..test_recipe_amazon import run_tiny_amazon
 
-    source = amazon_catalog(tmp_path / "src")
-    data = tmp_path / "data"
-    assert main(["data", "import", "amazon-seq", str(source), "--out", str(data)]) == 0
-    out = tmp_path / "run"
-    code = main([
-        "recipe", "amazon", f"data.path={data}",
-        f"model.modalities.text.backbone.name=hf:{tiny_bert}", "model.modalities.text.backbone.max_length=16",
+    data, out = run_tiny_amazon(
+        tiny_bert, tmp_path,
         "model.modalities.ids={fields: [item_id], backbone: {name: ids, dim: 8, min_item_interactions: 2}, method: {name: full}}",
-        "model.fusion={name: sum, missing: mask}", "model.head_rank=4", "train.epochs=1", "train.batch_size=8",
-        "train.objective.num_negatives=16", "eval.baselines=[untuned]", "--out", str(out), "--quiet",
-    ])
-    assert code == 0
+        "model.fusion={name: sum, missing: mask}", "eval.baselines=[untuned]",
+    )
     report = json.loads((out / "report.json").read_text())
     model, _ = load_package(out / "adapter")
     table = model.modalities["ids"].backbone.embedding.weight
