@@ -47,10 +47,11 @@ class Split:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def train_item_counts(self, num_items: int) -> np.ndarray:
-        counts = np.zeros(num_items, dtype=np.int64)
-        for seq in self.train:
-            np.add.at(counts, seq, 1)
-        return counts
+        """Training interactions per item [num_items] (a run asks several times: features, objective, baselines,
+        evaluation): one bincount over all sequences."""
+        if not self.train:
+            return np.zeros(num_items, dtype=np.int64)
+        return np.bincount(np.concatenate(self.train), minlength=num_items).astype(np.int64, copy=False)
 
     def describe(self) -> dict[str, Any]:
         """The split as the run's report records it."""
