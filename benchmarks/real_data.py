@@ -10,7 +10,7 @@ history item masked and a repeated target counted as a miss (`eval.repeats=miss`
 epoch on validation; the test split is reported. Systems are the `amazon` recipe (settings chosen on
 Scientific's validation split, docs/real-data.md: `side`, titles at 64 tokens, 6 epochs) with one thing
 changed: the method on MiniLM and the user encoder, each named in full. They are not each re-tuned by a
-sweep. (The tables in docs/benchmarks.md predate the recipe's switch to `side`: 32 tokens, 10 epochs.)
+sweep.
 
 Results: benchmarks/results/real_data_<dataset>.json, written after every system.
 
