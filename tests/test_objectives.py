@@ -22,6 +22,7 @@ from crossrec_peft.errors import ConfigError, DataError
 from crossrec_peft.evaluation import encode_catalog
 from crossrec_peft.model import build_model
 from crossrec_peft.objectives import ObjectiveContext, objective_context
+from crossrec_peft.objectives.retrieval import InBatchSoftmax
 from crossrec_peft.package import export_package, init_from_package, load_package
 from tests.conftest import small_layout, tiny_overrides, write_jsonl
 
@@ -53,7 +54,7 @@ def hand_outputs(seed: int = 0, negatives: bool = False, dim: int = 3) -> tuple[
     return outputs, batch
 
 
-def reference_retrieval(outputs, batch, *, remove_hits: bool, log_q=None, in_batch_log_q=None) -> float:
+def reference_retrieval(outputs, batch, *, remove_hits: bool, log_q=None, in_batch_log_q=None, prior=None) -> float:
     u, e, s = outputs["users"].numpy(), outputs["items"].numpy(), float(outputs["logit_scale"])
     items, rows, windows = outputs["target_item"].tolist(), outputs["row"].tolist(), batch["sequence_items"].tolist()
     total = 0.0
@@ -63,14 +64,16 @@ def reference_retrieval(outputs, batch, *, remove_hits: bool, log_q=None, in_bat
             if j != i and remove_hits and (items[j] == items[i] or rows[j] == rows[i]):
                 continue
             shift = in_batch_log_q[items[j]] if in_batch_log_q is not None else 0.0
-            logits.append((s * u[i] @ e[j] - shift, j == i))
+            added = prior(i, items[j]) if prior is not None else 0.0
+            logits.append((s * u[i] @ e[j] + added - shift, j == i))
         if "negatives" in outputs:
             pool = sorted(set(outputs["negatives"].flatten().tolist()))
             for p in pool:
                 item = int(outputs["negative_items"][p])
                 if remove_hits and item in windows[rows[i]]:
                     continue
-                logits.append((s * u[i] @ outputs["negative_vectors"][p].numpy() - (log_q[item] if log_q is not None else 0.0), False))
+                added = prior(i, item) if prior is not None else 0.0
+                logits.append((s * u[i] @ outputs["negative_vectors"][p].numpy() + added - (log_q[item] if log_q is not None else 0.0), False))
         values = np.array([v for v, _ in logits])
         positive = next(v for v, is_pos in logits if is_pos)
         total += -(positive - np.log(np.exp(values).sum()))
@@ -106,6 +109,48 @@ def test_retrieval_loss_matches_reference(options, negatives, logq):
         outputs, batch, remove_hits=options.get("remove_accidental_hits", True), log_q=log_q, in_batch_log_q=in_batch_log_q
     )
     assert loss.item() == pytest.approx(expected, rel=1e-5) and logs["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+class ItemPrior(InBatchSoftmax):
+    """A fixed per-item term (0.3 * item id), the same for every pair."""
+
+    def prior(self, outputs, batch, items):
+        return 0.3 * items.float()
+
+
+class PairPrior(InBatchSoftmax):
+    """A fixed term per pair and item ((pair + 1) * 0.1 * item id): the [pairs, items] shape."""
+
+    def prior(self, outputs, batch, items):
+        pairs = torch.arange(len(outputs["users"]), dtype=torch.float32).view(-1, 1) + 1.0
+        return pairs * 0.1 * items.float().view(1, -1)
+
+
+@pytest.mark.parametrize(
+    "cls, reference, options, negatives",
+    [
+        (ItemPrior, lambda pair, item: 0.3 * item, {}, False),
+        (ItemPrior, lambda pair, item: 0.3 * item, {"num_negatives": 2, "sampling": "uniform"}, True),
+        (PairPrior, lambda pair, item: (pair + 1) * 0.1 * item, {"num_negatives": 2, "sampling": "popularity", "alpha": 1.0}, True),
+    ],
+    ids=["item-prior-in-batch", "item-prior-sampled", "pair-prior-sampled-logq"],
+)
+def test_a_prior_adds_to_every_logit_of_its_item(cls, reference, options, negatives):
+    """`prior` (the hook benchmarks/score_priors.py uses) adds its term before the logQ correction and the
+    removal of accidental hits, on the in-batch and the sampled candidates alike."""
+    counts = np.array([0, 3, 1, 0, 2, 8, 4, 1, 0, 5])
+    _, _, opts = component(registry.objectives, {"name": "retrieval", **options}, "train.objective")
+    objective = cls(opts)
+    objective.prepare(None, context(counts=counts))
+    outputs, batch = hand_outputs(negatives=negatives)
+    loss, _ = objective(outputs, batch)
+    log_q = None
+    if negatives and opts.logq_correction:
+        q = (counts + 1.0) ** (0.0 if opts.sampling == "uniform" else opts.alpha)
+        log_q = np.log(outputs["negatives"].numel() * q / q.sum())
+    expected = reference_retrieval(outputs, batch, remove_hits=True, log_q=log_q, prior=reference)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(reference_retrieval(outputs, batch, remove_hits=True, log_q=log_q), rel=1e-3)
 
 
 @pytest.fixture(scope="module")

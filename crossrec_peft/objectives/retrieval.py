@@ -46,10 +46,22 @@ class InBatchSoftmax(Objective):
             counts = torch.as_tensor(context.item_counts, dtype=torch.float64) + 1.0
             self._log_q = (counts / counts.sum()).log().float()
 
+    def prior(self, outputs: dict, batch: dict, items: torch.Tensor) -> torch.Tensor | None:
+        """A fixed term added to every pair's logit of each of `items` (the batch's targets, then the sampled
+        negatives): [len(items)] or [pairs, len(items)]; None, here, adds nothing. A subclass overrides it to
+        train beside a score prior (an item popularity prior, the untuned backbone's similarity), which the
+        model then need not learn; it ranks with the same term added. benchmarks/score_priors.py has two;
+        docs/real-data.md what they measured."""
+        return None
+
+    def _with_prior(self, logits: torch.Tensor, outputs: dict, batch: dict, items: torch.Tensor) -> torch.Tensor:
+        term = self.prior(outputs, batch, items)
+        return logits if term is None else logits + term
+
     def __call__(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         scale = outputs["logit_scale"]
-        logits = scale * outputs["users"] @ outputs["items"].T
         item, row = outputs["target_item"], outputs["row"]
+        logits = self._with_prior(scale * outputs["users"] @ outputs["items"].T, outputs, batch, item)
         if self._log_q is not None:
             # Subtracting log q(j) from column j also shifts the positive on the diagonal, as the correction
             # prescribes: the softmax then models p(item | user) / q(item) consistently.
@@ -63,7 +75,7 @@ class InBatchSoftmax(Objective):
             # Every sampled negative in the batch is a candidate for every pair (a shared pool).
             used = torch.unique(outputs["negatives"][:, :k])
             ids = outputs["negative_items"][used]
-            extra = scale * outputs["users"] @ outputs["negative_vectors"][used].T
+            extra = self._with_prior(scale * outputs["users"] @ outputs["negative_vectors"][used].T, outputs, batch, ids)
             if self.options.logq_correction and self.sampler is not None:
                 draws = outputs["negatives"][:, :k].numel()
                 log_q = torch.as_tensor(self.sampler.log_expected_count(ids.cpu().numpy(), draws), dtype=extra.dtype, device=extra.device)

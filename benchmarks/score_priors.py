@@ -1,0 +1,203 @@
+"""A fixed score term beside the trained model, on Amazon Scientific (issue 14): measured, not adopted.
+
+The `amazon` recipe trains with one fixed term added to every retrieval logit (the objective's `prior` hook,
+crossrec_peft/objectives/retrieval.py), so the towers learn what the term does not already say; validation
+picks the epoch with the training weight; afterwards the same model ranks with a grid of weights on the
+validation and the test split (overall and the cold-start slice). Terms:
+
+- `popularity`: weight * log(1 + the item's training interactions), a fixed popularity prior as in PDA
+  (Zhang et al., SIGIR 2021). Training with it frees the towers from learning popularity; ranking with a
+  smaller weight than in training deconfounds it (weight 0: content relevance alone). `--weight 0` trains the
+  recipe itself and adds the prior after training only.
+- `untuned`: weight * cos(mean of the history's untuned title embeddings, the item's untuned embedding), the
+  untuned MiniLM baseline's own score, in the logits' units (times the learned logit scale). The towers then
+  learn the residual over the untuned backbone.
+
+Protocol as in docs/real-data.md: leave-one-out, full ranking, repeats as misses; one seed per run.
+
+    python benchmarks/score_priors.py --term popularity --weight 1 --grid 0 0.25 0.5 0.75 1 1.25
+    python benchmarks/score_priors.py --term popularity --weight 0 --grid -0.5 -0.25 -0.1 0 0.1 0.25
+    python benchmarks/score_priors.py --term untuned --weight 0.3 --grid 0 0.15 0.3 0.5 1
+    python benchmarks/score_priors.py --table benchmarks/results/score_priors_*.json
+
+Results: benchmarks/results/score_priors_<term>_<weight>.json. The data is imported into --work (kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from crossrec_peft.evaluation import HeldOutEvaluation, encode_zero_shot, model_scorer, zero_shot_scorer
+from crossrec_peft.objectives import objective_context
+from crossrec_peft.objectives.retrieval import InBatchSoftmax
+from crossrec_peft.recipe_class import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT.parent / "shared" / "data" / "amazon-scientific"
+
+
+# -- the terms: what the logits get while training, and what the ranking gets after ----------------------------
+class PopularityTerm:
+    """log(1 + training interactions) of each item."""
+
+    def __init__(self, recipe: Recipe):
+        self.log_counts = torch.log1p(torch.as_tensor(recipe.split.train_item_counts(recipe.num_items), dtype=torch.float32))
+
+    def logits(self, outputs: dict, batch: dict, items: torch.Tensor) -> torch.Tensor:
+        return self.log_counts.to(items.device)[items]
+
+    def scores(self, histories: list, scale: float) -> torch.Tensor:
+        """In the cosine units the model's scorer returns: logits / scale."""
+        return (self.log_counts / scale).view(1, -1)
+
+
+class UntunedTerm:
+    """The untuned baseline's cosine, times the model's logit scale (so the weight reads in cosine units)."""
+
+    def __init__(self, recipe: Recipe):
+        cfg = recipe.cfg
+        # Before training, every method is the identity: these are MiniLM's own title embeddings.
+        vectors = encode_zero_shot(recipe.model, recipe.features, recipe.num_items, cfg.train.eval_batch_size, progress=False)
+        self.items = F.normalize(vectors, dim=-1)
+        self.untuned = zero_shot_scorer(self.items, cfg.model.max_history)
+
+    def logits(self, outputs: dict, batch: dict, items: torch.Tensor) -> torch.Tensor:
+        vectors = self.items.to(items.device)
+        window, mask = batch["sequence_items"], batch["sequence_mask"]
+        weights = mask.to(vectors.dtype).unsqueeze(-1)
+        running = (vectors[window.clamp(min=0)] * weights).cumsum(1) / weights.cumsum(1).clamp(min=1.0)
+        users = F.normalize(running[:, :-1][mask[:, 1:]], dim=-1)  # pair order of TwoTowerModel.forward
+        return outputs["logit_scale"] * users @ vectors[items].T
+
+    def scores(self, histories: list, scale: float) -> torch.Tensor:
+        return self.untuned(histories)
+
+
+TERMS = {"popularity": PopularityTerm, "untuned": UntunedTerm}
+
+
+class WithPrior(InBatchSoftmax):
+    """The recipe's retrieval objective with weight * term added to every logit."""
+
+    def __init__(self, options, term, weight: float):
+        super().__init__(options)
+        self.term, self.weight = term, weight
+
+    def prior(self, outputs, batch, items):
+        return self.weight * self.term.logits(outputs, batch, items)
+
+
+class ScorePriorRecipe(Recipe):
+    """The recipe, trained beside a fixed term and ranked with it; `evaluate` adds the grid of weights."""
+
+    def __init__(self, cfg, run_dir, *, term: str, weight: float, grid: list[float], **kwargs):
+        super().__init__(cfg, run_dir, **kwargs)
+        self.term_name, self.weight, self.grid = term, weight, grid
+
+    def setup_model(self) -> None:
+        super().setup_model()
+        self.term = TERMS[self.term_name](self)
+        self.objective = WithPrior(self.objective.options, self.term, self.weight)
+        self.objective.prepare(self.model, objective_context(self.data, self.split, self.cfg.seed))
+
+    def ranked_with(self, model, content: torch.Tensor, weight: float):
+        base = model_scorer(model, content, self.cfg.model.max_history)
+        scale = float(model.logit_scale.detach())
+
+        def score(histories):
+            return base(histories) + weight * self.term.scores(histories, scale)
+
+        return score
+
+    def scorer(self, model, desc: str):  # validation (the best epoch) ranks with the training weight
+        return self.ranked_with(model, self.encode(model, desc), self.weight)
+
+    def evaluate(self) -> None:
+        super().evaluate()
+        cfg = self.cfg
+        content = self.encode(self.model, "grid: encode items")
+        counts = self.split.train_item_counts(self.num_items)
+        self.grid_rows = []
+        for weight in self.grid:
+            row = {"weight": weight}
+            for name, cases in (("validation", self.split.validation), ("test", self.split.test)):
+                held_out = HeldOutEvaluation(cases, counts, list(cfg.eval.ks), seed=cfg.seed, repeats=cfg.eval.repeats,
+                                             cold_start_max=cfg.eval.cold_start_max)
+                held_out.run("model", self.ranked_with(self.model, content, weight))
+                report = held_out.report()
+                row[name] = report["metrics"]["model"]["ndcg@10"]
+                row[f"{name}_cold"] = report["cold_start"]["metrics"]["model"]["ndcg@10"]
+            self.grid_rows.append(row)
+            print(json.dumps(row), flush=True)
+
+
+def table(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        epochs = ", ".join(f"{v:.4f}" for v in r["validation_by_epoch"])
+        lines += [
+            f"term {r['term']}, trained with weight {r['weight']:g} (validation NDCG@10 by epoch: {epochs}; best epoch {r['best_epoch']})",
+            "",
+            "| ranked with weight | validation NDCG@10 | validation cold | test NDCG@10 | test cold |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {g['weight']:g} | {g['validation']:.4f} | {g['validation_cold']:.4f} | {g['test']:.4f} | {g['test_cold']:.4f} |"
+            for g in r["grid"]
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--term", choices=list(TERMS), default="popularity")
+    parser.add_argument("--weight", type=float, default=1.0, help="the term's weight while training (and validating)")
+    parser.add_argument("--grid", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="weights to rank with after training")
+    parser.add_argument("--work", help="where the imported data and the layer cache are kept (default: a temporary directory)")
+    parser.add_argument("--table", nargs="+", metavar="JSON", help="print the tables of earlier results and exit")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the amazon recipe")
+    args = parser.parse_args()
+    if args.table:
+        print(table([json.loads(Path(p).read_text()) for p in args.table]))
+        return
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _results import write_results
+
+    from crossrec_peft import recipes
+    from crossrec_peft.config import load_config
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="score_priors_"))
+    data = work / "sci"
+    if not (data / "import_report.json").exists():
+        if not SOURCE.exists():
+            raise SystemExit(f"{SOURCE} is not there (../shared/data beside the checkout)")
+        subprocess.run([sys.executable, "-m", "crossrec_peft", "data", "import", "amazon-seq", str(SOURCE), "--out", str(data)], check=True)
+    cfg = load_config(recipes.path("amazon"), [
+        f"data.path={data}", f"data.cache_dir={work / 'cache'}", "eval.baselines=[untuned]", "export.enabled=false", *args.overrides,
+    ], name="amazon")
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{args.term}_", dir=work)) / "run"
+    recipe = ScorePriorRecipe(cfg, run_dir, term=args.term, weight=args.weight, grid=args.grid, progress=False)
+    recipe.run()
+    result = {
+        "term": args.term, "weight": args.weight, "best_epoch": recipe.result.best_epoch,
+        "validation_by_epoch": [h["ndcg@10"] for h in recipe.state.history],
+        "untuned": {"test": recipe.evaluated["metrics"]["untuned"]["ndcg@10"],
+                    "test_cold": recipe.evaluated["cold_start"]["metrics"]["untuned"]["ndcg@10"]},
+        "grid": recipe.grid_rows,
+    }
+    write_results(f"score_priors_{args.term}_{args.weight:g}", result)
+    print("\n" + table([result]))
+
+
+if __name__ == "__main__":
+    main()
