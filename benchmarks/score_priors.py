@@ -12,12 +12,15 @@ validation and the test split (overall and the cold-start slice). Terms:
 - `untuned`: weight * cos(mean of the history's untuned title embeddings, the item's untuned embedding), the
   untuned MiniLM baseline's own score, in the logits' units (times the learned logit scale). The towers then
   learn the residual over the untuned backbone.
+- `itemknn`: the item-kNN baseline's score (co-occurrence cosines to the history's items), added to the
+  ranking only (a hybrid with collaborative filtering; in training it would give the target away).
 
 Protocol as in docs/real-data.md: leave-one-out, full ranking, repeats as misses; one seed per run.
 
     python benchmarks/score_priors.py --term popularity --weight 1 --grid 0 0.25 0.5 0.75 1 1.25
     python benchmarks/score_priors.py --term popularity --weight 0 --grid -0.5 -0.25 -0.1 0 0.1 0.25
     python benchmarks/score_priors.py --term untuned --weight 0.3 --grid 0 0.15 0.3 0.5 1
+    python benchmarks/score_priors.py --term itemknn --weight 0 --grid 0 0.02 0.05 0.1 0.2 0.5
     python benchmarks/score_priors.py --table benchmarks/results/score_priors_*.json
 
 Results: benchmarks/results/score_priors_<term>_<weight>.json. The data is imported into --work (kept).
@@ -35,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from crossrec_peft.baselines.itemknn import itemknn_scorer
 from crossrec_peft.evaluation import HeldOutEvaluation, encode_zero_shot, model_scorer, zero_shot_scorer
 from crossrec_peft.objectives import objective_context
 from crossrec_peft.objectives.retrieval import InBatchSoftmax
@@ -81,7 +85,24 @@ class UntunedTerm:
         return self.untuned(histories)
 
 
-TERMS = {"popularity": PopularityTerm, "untuned": UntunedTerm}
+class ItemKnnTerm:
+    """The item-kNN baseline's score (summed co-occurrence cosines to the history's items): ranking only. In
+    training a pair's own sequence is part of the co-occurrence counts, so the term would give the target
+    away; --weight must be 0 for it."""
+
+    trains = False
+
+    def __init__(self, recipe: Recipe):
+        self.knn = itemknn_scorer(recipe.split.train, recipe.num_items)
+
+    def logits(self, outputs: dict, batch: dict, items: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("the itemknn term ranks only (train with --weight 0)")
+
+    def scores(self, histories: list, scale: float) -> torch.Tensor:
+        return self.knn(histories)
+
+
+TERMS = {"popularity": PopularityTerm, "untuned": UntunedTerm, "itemknn": ItemKnnTerm}
 
 
 class WithPrior(InBatchSoftmax):
@@ -92,7 +113,7 @@ class WithPrior(InBatchSoftmax):
         self.term, self.weight = term, weight
 
     def prior(self, outputs, batch, items):
-        return self.weight * self.term.logits(outputs, batch, items)
+        return None if self.weight == 0 else self.weight * self.term.logits(outputs, batch, items)
 
 
 class ScorePriorRecipe(Recipe):
@@ -166,6 +187,8 @@ def main() -> None:
     parser.add_argument("--table", nargs="+", metavar="JSON", help="print the tables of earlier results and exit")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the amazon recipe")
     args = parser.parse_args()
+    if args.weight != 0 and not getattr(TERMS[args.term], "trains", True):
+        parser.error(f"--term {args.term} ranks only: train with --weight 0")
     if args.table:
         print(table([json.loads(Path(p).read_text()) for p in args.table]))
         return
