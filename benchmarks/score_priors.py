@@ -1,4 +1,4 @@
-"""A fixed score term beside the trained model, on Amazon Scientific (issue 14): measured, not adopted.
+"""A fixed score term beside the trained model, on the real catalogs (issue 14): measured, not adopted.
 
 The `amazon` recipe trains with one fixed term added to every retrieval logit (the objective's `prior` hook,
 crossrec_peft/objectives/retrieval.py), so the towers learn what the term does not already say; validation
@@ -15,22 +15,24 @@ validation and the test split (overall and the cold-start slice). Terms:
 - `itemknn`: the item-kNN baseline's score (co-occurrence cosines to the history's items), added to the
   ranking only (a hybrid with collaborative filtering; in training it would give the target away).
 
-Protocol as in docs/real-data.md: leave-one-out, full ranking, repeats as misses; one seed per run.
+Protocol as in docs/real-data.md: leave-one-out, full ranking, repeats as misses; one seed per run. Data:
+`--dataset sci` (Amazon Scientific, the default) or `movielens`, imported and configured as
+benchmarks/real_data.py does.
 
     python benchmarks/score_priors.py --term popularity --weight 1 --grid 0 0.25 0.5 0.75 1 1.25
     python benchmarks/score_priors.py --term popularity --weight 0 --grid -0.5 -0.25 -0.1 0 0.1 0.25
     python benchmarks/score_priors.py --term untuned --weight 0.3 --grid 0 0.15 0.3 0.5 1
     python benchmarks/score_priors.py --term itemknn --weight 0 --grid 0 0.02 0.05 0.1 0.2 0.5
+    python benchmarks/score_priors.py --dataset movielens --term itemknn --weight 0 --grid 0 0.02 0.05 0.1 0.2 0.5
     python benchmarks/score_priors.py --table benchmarks/results/score_priors_*.json
 
-Results: benchmarks/results/score_priors_<term>_<weight>.json. The data is imported into --work (kept).
+Results: benchmarks/results/score_priors_<dataset>_<term>_<weight>.json. The data is imported into --work (kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -44,8 +46,8 @@ from crossrec_peft.objectives import objective_context
 from crossrec_peft.objectives.retrieval import InBatchSoftmax
 from crossrec_peft.recipe_class import Recipe
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT.parent / "shared" / "data" / "amazon-scientific"
+sys.path.insert(0, str(Path(__file__).parent))
+from real_data import DATASETS, import_dataset  # noqa: E402  (the same data, imported the same way)
 
 
 # -- the terms: what the logits get while training, and what the ranking gets after ----------------------------
@@ -165,7 +167,7 @@ def table(results: list[dict]) -> str:
     for r in results:
         epochs = ", ".join(f"{v:.4f}" for v in r["validation_by_epoch"])
         lines += [
-            f"term {r['term']}, trained with weight {r['weight']:g} (validation NDCG@10 by epoch: {epochs}; best epoch {r['best_epoch']})",
+            f"{r.get('dataset', 'sci')}: term {r['term']}, trained with weight {r['weight']:g} (validation NDCG@10 by epoch: {epochs}; best epoch {r['best_epoch']})",
             "",
             "| ranked with weight | validation NDCG@10 | validation cold | test NDCG@10 | test cold |",
             "|---|---|---|---|---|",
@@ -180,6 +182,7 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=list(DATASETS), default="sci", help="as in benchmarks/real_data.py")
     parser.add_argument("--term", choices=list(TERMS), default="popularity")
     parser.add_argument("--weight", type=float, default=1.0, help="the term's weight while training (and validating)")
     parser.add_argument("--grid", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="weights to rank with after training")
@@ -193,32 +196,29 @@ def main() -> None:
         print(table([json.loads(Path(p).read_text()) for p in args.table]))
         return
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from _results import write_results
 
     from crossrec_peft import recipes
     from crossrec_peft.config import load_config
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="score_priors_"))
-    data = work / "sci"
-    if not (data / "import_report.json").exists():
-        if not SOURCE.exists():
-            raise SystemExit(f"{SOURCE} is not there (../shared/data beside the checkout)")
-        subprocess.run([sys.executable, "-m", "crossrec_peft", "data", "import", "amazon-seq", str(SOURCE), "--out", str(data)], check=True)
+    data = import_dataset(args.dataset, work)
+    _, _, fields, dataset_overrides = DATASETS[args.dataset]
     cfg = load_config(recipes.path("amazon"), [
-        f"data.path={data}", f"data.cache_dir={work / 'cache'}", "eval.baselines=[untuned]", "export.enabled=false", *args.overrides,
+        f"data.path={data}", f"data.cache_dir={work / 'cache'}", f"model.modalities.text.fields=[{','.join(fields)}]",
+        "eval.baselines=[untuned]", "export.enabled=false", *dataset_overrides, *args.overrides,
     ], name="amazon")
     run_dir = Path(tempfile.mkdtemp(prefix=f"{args.term}_", dir=work)) / "run"
     recipe = ScorePriorRecipe(cfg, run_dir, term=args.term, weight=args.weight, grid=args.grid, progress=False)
     recipe.run()
     result = {
-        "term": args.term, "weight": args.weight, "best_epoch": recipe.result.best_epoch,
+        "dataset": args.dataset, "term": args.term, "weight": args.weight, "best_epoch": recipe.result.best_epoch,
         "validation_by_epoch": [h["ndcg@10"] for h in recipe.state.history],
         "untuned": {"test": recipe.evaluated["metrics"]["untuned"]["ndcg@10"],
                     "test_cold": recipe.evaluated["cold_start"]["metrics"]["untuned"]["ndcg@10"]},
         "grid": recipe.grid_rows,
     }
-    write_results(f"score_priors_{args.term}_{args.weight:g}", result)
+    write_results(f"score_priors_{args.dataset}_{args.term}_{args.weight:g}", result)
     print("\n" + table([result]))
 
 
