@@ -23,7 +23,7 @@ benchmarks/real_data.py does.
     python benchmarks/score_priors.py --term popularity --weight 0 --grid -0.5 -0.25 -0.1 0 0.1 0.25
     python benchmarks/score_priors.py --term untuned --weight 0.3 --grid 0 0.15 0.3 0.5 1
     python benchmarks/score_priors.py --term itemknn --weight 0 --grid 0 0.02 0.05 0.1 0.2 0.5
-    python benchmarks/score_priors.py --dataset movielens --term itemknn --weight 0 --grid 0 0.02 0.05 0.1 0.2 0.5
+    python benchmarks/score_priors.py --dataset movielens --term itemknn --weight 0 --grid 0 0.001 0.002 0.005 0.01 0.02 0.05
     python benchmarks/score_priors.py --table benchmarks/results/score_priors_*.json
 
 Results: benchmarks/results/score_priors_<dataset>_<term>_<weight>.json. The data is imported into --work (kept).
