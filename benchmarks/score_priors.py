@@ -14,6 +14,7 @@ validation and the test split (overall and the cold-start slice). Terms:
   learn the residual over the untuned backbone.
 - `itemknn`: the item-kNN baseline's score (co-occurrence cosines to the history's items), added to the
   ranking only (a hybrid with collaborative filtering; in training it would give the target away).
+  `itemknn-mean` divides it by the number of distinct history items.
 
 Protocol as in docs/real-data.md: leave-one-out, full ranking, repeats as misses; one seed per run. Data:
 `--dataset sci` (Amazon Scientific, the default) or `movielens`, imported and configured as
@@ -104,7 +105,16 @@ class ItemKnnTerm:
         return self.knn(histories)
 
 
-TERMS = {"popularity": PopularityTerm, "untuned": UntunedTerm, "itemknn": ItemKnnTerm}
+class ItemKnnMeanTerm(ItemKnnTerm):
+    """The item-kNN score divided by the number of distinct history items (a mean instead of a sum), so that
+    a weight means the same for short and long histories."""
+
+    def scores(self, histories: list, scale: float) -> torch.Tensor:
+        lengths = torch.tensor([max(1, len(set(h.tolist()))) for h in histories], dtype=torch.float32)
+        return self.knn(histories) / lengths.view(-1, 1)
+
+
+TERMS = {"popularity": PopularityTerm, "untuned": UntunedTerm, "itemknn": ItemKnnTerm, "itemknn-mean": ItemKnnMeanTerm}
 
 
 class WithPrior(InBatchSoftmax):
