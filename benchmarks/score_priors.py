@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from crossrec_peft.baselines.itemknn import itemknn_scorer
 from crossrec_peft.evaluation import HeldOutEvaluation, encode_zero_shot, model_scorer, zero_shot_scorer
+from crossrec_peft.model.user_encoders import MeanUserEncoder
 from crossrec_peft.objectives import objective_context
 from crossrec_peft.objectives.retrieval import InBatchSoftmax
 from crossrec_peft.recipe_class import Recipe
@@ -75,13 +76,15 @@ class UntunedTerm:
         vectors = encode_zero_shot(recipe.model, recipe.features, recipe.num_items, cfg.train.eval_batch_size, progress=False)
         self.items = F.normalize(vectors, dim=-1)
         self.untuned = zero_shot_scorer(self.items, cfg.model.max_history)
+        self.mean = MeanUserEncoder(None, self.items.shape[1])
 
     def logits(self, outputs: dict, batch: dict, items: torch.Tensor) -> torch.Tensor:
         vectors = self.items.to(items.device)
         window, mask = batch["sequence_items"], batch["sequence_mask"]
-        weights = mask.to(vectors.dtype).unsqueeze(-1)
-        running = (vectors[window.clamp(min=0)] * weights).cumsum(1) / weights.cumsum(1).clamp(min=1.0)
-        users = F.normalize(running[:, :-1][mask[:, 1:]], dim=-1)  # pair order of TwoTowerModel.forward
+        # The untuned user at each position is the running mean of the window's untuned title vectors: the mean
+        # user encoder's prefixes, taken in the pair order of TwoTowerModel.forward.
+        running = self.mean.prefixes(vectors[window.clamp(min=0)], mask)
+        users = F.normalize(running[:, :-1][mask[:, 1:]], dim=-1)
         return outputs["logit_scale"] * users @ vectors[items].T
 
     def scores(self, histories: list, scale: float) -> torch.Tensor:
