@@ -55,6 +55,8 @@ class Prepared:
     recent: list[int | Mapping[str, Any]]  # the last max_history items: index rows, or field dicts (new items)
     excluded: list[int] = field(default_factory=list)  # index rows left out of the results
     k: int = 10
+    history_rows: list[int] = field(default_factory=list)  # index rows of the whole history (the hybrid's term)
+    history_size: int = 0  # distinct history items, new ones (fields) included
 
 
 def index_rows(d: "_Domain") -> dict[str, int]:
@@ -112,13 +114,16 @@ def prepare(rec: "Recommender", query: Query) -> Prepared:
         shown = ", ".join(repr(u) for u in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
         raise QueryError(f"Unknown item ids in the history for domain '{d.name}': {shown} (not in its catalog of {size} items).",
                          field="history", kind="unknown_item")
-    excluded = sorted({r for r in resolved if isinstance(r, int)}) if query.exclude_history else []
-    return Prepared(query, d, resolved[-d.max_history :], excluded, k)
+    known = sorted({r for r in resolved if isinstance(r, int)})
+    excluded = known if query.exclude_history else []
+    size = len(known) + sum(isinstance(r, Mapping) for r in resolved)
+    return Prepared(query, d, resolved[-d.max_history :], excluded, k, known, size)
 
 
 @torch.no_grad()
 def compute(rec: "Recommender", batch: Sequence[Prepared]) -> list[list[tuple[str, float]]]:
-    """The top-k of every prepared query, best first, as (item_id, cosine score)."""
+    """The top-k of every prepared query, best first, as (item_id, score): the cosine, plus the co-occurrence
+    term where the domain ranks as a hybrid (as `Recommender.recommend`)."""
     # New items (field dicts) of every query and domain: one pass per shared backbone.
     pairs = [(p.domain, item) for p in batch for item in p.recent if isinstance(item, Mapping)]
     encoded = iter(rec._content_chunked(pairs)) if pairs else iter(())
@@ -145,6 +150,9 @@ def compute(rec: "Recommender", batch: Sequence[Prepared]) -> list[list[tuple[st
                 history[j, position] = vector.to(history.dtype).cpu()
         users = d.model.user_vectors(history.to(rec.device), mask.to(rec.device)).float()
         scores = users @ d.vectors.T  # [B, N]
+        extra = d.extra_scores([batch[i].history_rows for i in members], [batch[i].history_size for i in members])
+        if extra is not None:
+            scores = scores + extra.to(scores.device)
         drop_rows = [j for j, i in enumerate(members) for _ in batch[i].excluded]
         drop_cols = [r for i in members for r in batch[i].excluded]
         if drop_rows:

@@ -8,6 +8,7 @@ against the dataclass that the component registered, so a plugin's options are v
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -131,6 +132,19 @@ class EvalConfig:
 
 
 @dataclass
+class HybridConfig:
+    # The model's ranking plus weight x the candidate's mean item-kNN similarity to the history's items: a
+    # hybrid with collaborative filtering (crossrec_peft/hybrid.py, docs/real-data.md). After training, each
+    # weight below (and 0, the model alone) is tried on the validation split; the best is reported as the
+    # system "hybrid" and kept in the package, with the co-occurrence neighbours, so that Recommender and
+    # serve rank the same way.
+    enabled: bool = False
+    # Neighbours kept per item (item-kNN's usual truncation; what the package stores).
+    neighbours: int = 100
+    weights: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
+
+
+@dataclass
 class ExportConfig:
     enabled: bool = True
 
@@ -165,6 +179,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
@@ -402,6 +417,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"'eval.history_buckets' must be increasing positive lengths, got {edges}.")
     if cfg.eval.ids.dim <= 0 or cfg.eval.ids.epochs <= 0 or cfg.eval.ids.lr <= 0:
         raise ConfigError("'eval.ids.dim', 'eval.ids.epochs' and 'eval.ids.lr' must be positive.")
+    if cfg.hybrid.neighbours < 1:
+        raise ConfigError(f"'hybrid.neighbours' must be at least 1, got {cfg.hybrid.neighbours}.")
+    weights = list(cfg.hybrid.weights)
+    if cfg.hybrid.enabled and not weights:
+        raise ConfigError("'hybrid.weights' must list at least one weight to try on the validation split.")
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ConfigError(f"'hybrid.weights' must be finite and 0 or more, got {weights}.")
 
 
 def _dotted(name: str) -> bool:
@@ -424,8 +446,6 @@ RANGES = {
 
 
 def _check_ranges(cfg: DictConfig) -> None:
-    import math
-
     for key, (ok, what) in RANGES.items():
         value = OmegaConf.select(cfg, key)
         if value is None:

@@ -23,6 +23,10 @@ the history as well would make every item look alike through the shared placehol
 which says nothing about the item. `share` is each contribution over the sum of their
 absolute values. Without a catalog to re-encode from (an index used alone), modalities are left out and
 modality_method says why.
+
+Co-occurrence. A domain that ranks as a hybrid (crossrec_peft/hybrid.py) adds weight x the item's mean
+co-occurrence similarity to the history's items: `score` is then the sum `recommend` ranks by, `model_score`
+the cosine explained above, and `cooccurrence` the term with each history item's similarity to the item.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ def explain_items(rec: "Recommender", history: Sequence[Any], item_ids: Sequence
             "item_id": str(item_id), "score": float(scores[c]), "method": method,
             "history": [{"item_id": n, "contribution": t, "share": s} for n, t, s in ranked],
         })
+    if d.hybrid is not None:
+        _add_cooccurrence(d, list(history), out)
     if modalities and item_ids:
         try:
             parts = _modality_terms(rec, d, recent, rows)
@@ -91,6 +97,25 @@ def explain_items(rec: "Recommender", history: Sequence[Any], item_ids: Sequence
                 entry["modality_method"] = f"unavailable: {exc}"
                 entry["modalities"] = []
     return out
+
+
+def _add_cooccurrence(d: "_Domain", history: list, out: list[dict[str, Any]]) -> None:
+    """A hybrid domain's co-occurrence term (hybrid.py) beside the model's score: `score` becomes what
+    `recommend` ranks by, `model_score` keeps the cosine the history and modality terms explain, and
+    `cooccurrence` gives the term and each history item's similarity to the item (the term is `weight` times
+    their mean over the distinct history items)."""
+    assert d.hybrid is not None
+    ids = [str(h) for h in history if not isinstance(h, Mapping)]
+    size = len(set(ids)) + sum(isinstance(h, Mapping) for h in history)
+    for entry in out:
+        term = float(d.hybrid.by_ids(ids, size, [entry["item_id"]])[0])
+        similar = [(h, v) for h, v in d.hybrid.per_history_item(ids, entry["item_id"]).items() if v > 0]
+        entry["model_score"] = entry["score"]
+        entry["score"] = entry["model_score"] + term
+        entry["cooccurrence"] = {
+            "weight": d.hybrid.weight, "contribution": term,
+            "history": [{"item_id": h, "similarity": v} for h, v in sorted(similar, key=lambda t: -t[1])],
+        }
 
 
 def _history_content(rec: "Recommender", d: "_Domain", recent: list) -> torch.Tensor:

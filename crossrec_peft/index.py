@@ -192,9 +192,13 @@ def check_index(index: Index, path: Path, *, domain: str, adapter_sha: str, cata
 # -- search -----------------------------------------------------------------------------------------------------
 
 
-def exact_top_k(vectors: torch.Tensor, query: torch.Tensor, k: int, exclude: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, scores) of the k highest inner products, best first, leaving out the rows in `exclude`."""
+def exact_top_k(vectors: torch.Tensor, query: torch.Tensor, k: int, exclude: Sequence[int] = (),
+                extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, scores) of the k highest inner products (plus `extra[row]` where given), best first, leaving out
+    the rows in `exclude`."""
     scores = vectors @ query
+    if extra is not None:
+        scores = scores + extra
     if len(exclude):
         scores[torch.as_tensor(list(exclude), dtype=torch.long)] = float("-inf")
     k = min(k, len(scores) - len(set(exclude)))

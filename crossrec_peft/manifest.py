@@ -75,6 +75,23 @@ class Weights(_Model):
 class Sizes(_Model):
     adapter_bytes: StrictInt
     tower_bytes: Dict[StrictStr, StrictInt]
+    hybrid_bytes: Optional[StrictInt] = None
+
+
+class Hybrid(_Model):
+    """The co-occurrence term beside the model (crossrec_peft/hybrid.py): the weight the run chose on validation
+    and the file of neighbours (null when the weight is 0: the model ranks alone)."""
+
+    weight: float
+    neighbours: StrictInt
+    file: Optional[StrictStr] = None
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, weight: float) -> float:
+        if not weight >= 0 or weight == float("inf"):
+            raise ValueError(f"must be a finite number, 0 or more, got {weight}")
+        return weight
 
 
 class Params(_Model):
@@ -104,6 +121,7 @@ class ManifestSchema(_Model):
     params: Optional[Params] = None
     weights: Weights
     sizes: Optional[Sizes] = None
+    hybrid: Optional[Hybrid] = None
     data: Dict[StrictStr, Any] = {}
     metrics: Dict[StrictStr, Any] = {}
     versions: Dict[StrictStr, StrictStr] = {}
@@ -155,6 +173,9 @@ def check_schema(manifest: Any, path: Path) -> None:
             f"{path}: 'modalities' ({', '.join(sorted(manifest['modalities']))}) and 'model.modalities' "
             f"({', '.join(sorted(declared))}) name different modalities."
         )
+    hybrid_file = (manifest.get("hybrid") or {}).get("file")
+    if hybrid_file and hybrid_file not in manifest["files"]:  # a load reads only files whose sha256 it checked
+        raise PackageError(f"{path}: 'hybrid.file' names '{hybrid_file}', which 'files' does not list.")
 
 
 def canonical_sha256(manifest: dict) -> str:

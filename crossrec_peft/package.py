@@ -39,6 +39,8 @@ from safetensors.torch import load_file, save_file
 from .backbones.base import CatalogTable
 from .errors import PackageError
 from .fsutil import make_public, sha256
+from .hybrid import FILE as HYBRID_FILE
+from .hybrid import HybridChoice, Neighbours
 from .manifest import canonical_sha256, check_listing, check_peft_configs, check_safetensors, check_schema, check_sealed
 from .methods.base import Storage
 from .methods.peft_methods import PEFT_WEIGHTS  # peft's weight file name, said once
@@ -141,10 +143,13 @@ def export_package(
     data_summary: dict[str, Any] | None = None,
     item_ids: list[str] | None = None,
     parent: dict[str, Any] | None = None,
+    hybrid: HybridChoice | None = None,
 ) -> Path:
     """Write `model` as a package at `directory` (replacing one that is there, atomically).
 
-    `parent` is what `init_from_package` returned when this model continued another package's training.
+    `parent` is what `init_from_package` returned when this model continued another package's training;
+    `hybrid` what the run chose for the co-occurrence term (hybrid.py): its neighbours are saved when its weight
+    is above 0, so that loaders rank as the run's "hybrid" system did.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +162,11 @@ def export_package(
         weight_files = _split_state(model, exported_state(model))
         for file, tensors in weight_files.items():
             save_file(tensors, str(tmp / file), metadata={"format": "pt"})
+        hybrid_record = None
+        if hybrid is not None:
+            hybrid_record = {**hybrid.record(), "file": HYBRID_FILE if hybrid.weight > 0 else None}
+            if hybrid.weight > 0:
+                hybrid.neighbours.save(tmp / HYBRID_FILE)
 
         modalities = {}
         for name, enc in model.modalities.items():
@@ -194,12 +204,16 @@ def export_package(
             "metrics": metrics or {},
             "versions": _versions(),
         }
+        if hybrid_record is not None:
+            manifest["hybrid"] = hybrid_record
         # Sizes before the card, which reports them; the card itself is then hashed with the rest.
-        adapter_files = [p for p in tmp.rglob("*.safetensors") if p.name not in towers.values()]
+        adapter_files = [p for p in tmp.rglob("*.safetensors") if p.name not in towers.values() and p.name != HYBRID_FILE]
         manifest["sizes"] = {
             "adapter_bytes": sum(p.stat().st_size for p in adapter_files),
             "tower_bytes": {m: (tmp / f).stat().st_size for m, f in towers.items()},
         }
+        if hybrid_record is not None and hybrid_record["file"]:
+            manifest["sizes"]["hybrid_bytes"] = (tmp / HYBRID_FILE).stat().st_size
         manifest["files"] = {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest["id"] = package_id(manifest)
         write_model_card(tmp, manifest)
@@ -272,6 +286,14 @@ def write_model_card(directory: Path, manifest: dict) -> None:
     for mod, n in sizes.get("tower_bytes", {}).items():
         how = "trained from scratch (no pretrained weights to adapt)" if not mods[mod].get("pretrained", True) else "fully fine-tuned"
         size_lines.append(f"- `{mod}` tower, {how}, stored apart in `{mod}{TOWER_SUFFIX}`: {_human(n)}")
+    hybrid = manifest.get("hybrid") or {}
+    if hybrid.get("file"):
+        size_lines.append(
+            f"- item co-occurrence neighbours (`{hybrid['file']}`, {hybrid.get('pairs', 0):,} item pairs, no user data): "
+            f"{_human(sizes.get('hybrid_bytes', 0))}. `Recommender` ranks with the model's cosine plus {hybrid['weight']:g} x "
+            "the candidate's mean similarity to the history's items (the `hybrid` row above; the weight was chosen on "
+            "validation); `load_adapter(..., hybrid=False)` ranks by the model alone."
+        )
     parent = manifest.get("parent")
     lineage = (
         f"Continued from `{parent['id']}` (its crossrec.json sha256 `{parent['manifest_sha256']}`, loaded from `{parent.get('source')}`)."
@@ -568,6 +590,13 @@ class OpenedPackage:
 
     def assign(self, model: TwoTowerModel, state: dict[str, torch.Tensor] | None = None) -> None:
         assign_weights(model, self.weights() if state is None else state, self.directory, self.manifest)
+
+    def hybrid(self) -> tuple[Neighbours, float] | None:
+        """The co-occurrence neighbours and their weight when the run chose a hybrid ranking (weight above 0)."""
+        record = self.manifest.get("hybrid") or {}
+        if not record.get("file"):
+            return None
+        return Neighbours.load(self.directory / record["file"]), float(record["weight"])
 
 
 def open_package(directory: str | Path, *, source: str | None = None) -> OpenedPackage:

@@ -25,6 +25,8 @@ from .data.domains import get_domain
 from .data.source import model_fields
 from .errors import ConfigError, did_you_mean
 from .evaluation import HeldOutEvaluation, encode_catalog, evaluate_cases, model_scorer
+from .hybrid import FILE as HYBRID_FILE
+from .hybrid import HybridChoice, Neighbours, best_weight, hybrid_scorer
 from .methods.base import count_parameters
 from .model import build_model
 from .objectives import objective_context
@@ -231,6 +233,7 @@ class Recipe(Trainer):
         content = self.encode(self.model, "test: encode items")
         tuned = self.held_out.run("model", model_scorer(self.model, content, cfg.model.max_history))
         self.log.write({"epoch": best_epoch, "split": "test", "system": "model", **tuned})
+        self.hybrid = self.choose_hybrid(content) if cfg.hybrid.enabled else None
         self.baseline_details = run_baselines(
             cfg, self.split, list(self.data.item_ids), self.held_out, log=self.log, progress=self.progress,
             console=self.console, context=self.baseline_context, scorers=self.validation_baselines,
@@ -241,15 +244,34 @@ class Recipe(Trainer):
         if self.objective_metrics:
             self.log.write({"epoch": best_epoch, "split": "test", "system": "model", "objective": self.objective_metrics})
 
+    def choose_hybrid(self, content) -> HybridChoice:
+        """The model plus the co-occurrence term (hybrid.py): every weight of `hybrid.weights`, and 0, on the
+        validation split; the best is run on the test split as the system "hybrid" and exported."""
+        cfg, best_epoch = self.cfg, self.result.best_epoch
+        neighbours = Neighbours.fit(self.split.train, list(self.data.item_ids), cfg.hybrid.neighbours)
+        term = neighbours.on_catalog(list(self.data.item_ids))
+        base = model_scorer(self.model, content, cfg.model.max_history)
+        validation = {}
+        for weight in sorted({0.0, *map(float, cfg.hybrid.weights)}):
+            validation[weight] = evaluate_cases(
+                hybrid_scorer(base, term, weight), self.split.validation, list(cfg.eval.ks), seed=cfg.seed, repeats=cfg.eval.repeats,
+            )
+        choice = HybridChoice(neighbours, best_weight(validation), validation)  # every weight's score: in the report
+        self.log.write({"epoch": best_epoch, "split": "validation", "system": "hybrid", "weight": choice.weight, **validation[choice.weight]})
+        tested = self.held_out.run("hybrid", hybrid_scorer(base, term, choice.weight))
+        self.log.write({"epoch": best_epoch, "split": "test", "system": "hybrid", "weight": choice.weight, **tested})
+        self.console.print(f"  hybrid: weight {choice.weight:g} chosen on validation ({neighbours.pairs:,} co-occurrence neighbours)")
+        return choice
+
     def export(self) -> Path | None:
         """The adapter package (export.enabled), main process only."""
         self.adapter_dir, self.adapter_bytes = None, 0
         if self.cfg.export.enabled:
             self.adapter_dir = export_package(
                 self.model, self.cfg, self.run_dir / "adapter", metrics=self.evaluated["metrics"], data_summary=self.data.summary(),
-                parent=self.parent,
+                parent=self.parent, hybrid=self.hybrid,
             )
-            self.adapter_bytes = sum(p.stat().st_size for p in self.adapter_dir.rglob("*.safetensors"))
+            self.adapter_bytes = sum(p.stat().st_size for p in self.adapter_dir.rglob("*.safetensors") if p.name != HYBRID_FILE)
         return self.adapter_dir
 
     def report(self) -> dict[str, Any]:
@@ -272,7 +294,9 @@ class Recipe(Trainer):
             "cold_start": evaluated["cold_start"],
             "by_history": evaluated["by_history"],
             "domain_metrics": evaluated["domain_metrics"],
-            "validation": {"model": result.best_validation, **self.validation_of_baselines},
+            "validation": {"model": result.best_validation, **self.validation_of_baselines,
+                           **({"hybrid": self.hybrid.validation[self.hybrid.weight]} if self.hybrid else {})},
+            "hybrid": self.hybrid.record() if self.hybrid else None,
             "params": {"trainable": trainable, "total": total, "share": trainable / total},
             "adapter_bytes": self.adapter_bytes,
             "backbone_bytes": sum(enc.backbone.identity()["bytes"] for enc in self.model.modalities.values()),

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError, PackageError, closest, did_you_mean
+from .hybrid import HybridRanking
 from .index import (
     Catalog, FaissSearch, Index, adapter_fingerprint, catalog_fingerprint, check_index, default_path, exact_top_k,
     load_catalog, read_index, save_index,
@@ -57,6 +58,13 @@ class _Domain:
     index_path: Path | None = None
     vectors: torch.Tensor | None = None  # item vectors (after the item head, normalised) of the index
     faiss: FaissSearch | None = field(default=None, repr=False)
+    hybrid: HybridRanking | None = field(default=None, repr=False)  # the co-occurrence term the run chose, if any
+
+    def extra_scores(self, histories: Sequence[Sequence[int]], sizes: Sequence[int] | None = None) -> torch.Tensor | None:
+        """[len(histories), catalog]: what the hybrid adds to the cosines of the index's rows (None without one)."""
+        if self.hybrid is None or self.index is None:
+            return None
+        return self.hybrid.weight * self.hybrid.on(self.index.item_ids).scores(histories, sizes)
 
     @property
     def max_history(self) -> int:
@@ -97,10 +105,11 @@ class Recommender:
         rec.load_adapter(path, data=data)
         return rec
 
-    def load_adapter(self, path: str | Path, *, data: str | Path | None = None, name: str | None = None) -> str:
+    def load_adapter(self, path: str | Path, *, data: str | Path | None = None, name: str | None = None, hybrid: bool = True) -> str:
         """Add a domain from its package; returns its name (the manifest's domain unless `name` is given).
         Its backbones are reused when already loaded: only the adapter, fusion and heads are read. The first
-        domain loaded becomes the active one."""
+        domain loaded becomes the active one. A package whose run chose a hybrid ranking (crossrec_peft/hybrid.py)
+        ranks with its co-occurrence term, as the run's "hybrid" system did; `hybrid=False` ranks by the model alone."""
         from . import registry
         from .config import component
         from .model.build import build_model
@@ -171,9 +180,11 @@ class Recommender:
             raise
         for backbone in shared.values():
             backbone.to(self.device)
+        chosen = package.hybrid() if hybrid else None
         self._domains[name] = _Domain(
             name, directory, manifest, model, shared, adapter_fingerprint(directory),
             data_dir=Path(data).expanduser() if data is not None else None, own=own,
+            hybrid=HybridRanking(*chosen) if chosen else None,
         )
         if self._active is None:
             self._active = name
@@ -502,8 +513,9 @@ class Recommender:
     def score(self, histories: Sequence[Sequence[Item]], candidates: Sequence[Item] | Sequence[Sequence[Item]], *,
               domains: Sequence[str] | str | None = None) -> torch.Tensor:
         """Scores [B, C]: cosine similarity between each row's user (from its history) and each of its
-        candidates, row i in domain `domains[i]`. `candidates` is one list for every row or one list per row
-        (all of the same length). Items of all rows are encoded together: one pass per shared backbone."""
+        candidates, row i in domain `domains[i]`, plus the co-occurrence term where the domain ranks as a hybrid
+        (the scores `recommend` ranks by). `candidates` is one list for every row or one list per row (all of the
+        same length). Items of all rows are encoded together: one pass per shared backbone."""
         rows = len(histories)
         row_domains = self._row_domains(domains, rows)
         if candidates and (isinstance(candidates[0], (str, Mapping))):
@@ -525,6 +537,11 @@ class Recommender:
         for i, (d, (s, h, c)) in enumerate(zip(row_domains, spans)):
             items = d.model.item_vectors(torch.stack(contents[s + h : s + h + c])).float() if c else torch.zeros(0, 1, device=self.device)
             out[i] = (items @ users[i]).cpu() if c else out[i]
+        for i, (d, history, cands) in enumerate(zip(row_domains, histories, candidates)):
+            if d.hybrid is not None and len(cands):
+                ids = [str(h) for h in history if not isinstance(h, Mapping)]
+                size = len(set(ids)) + sum(isinstance(h, Mapping) for h in history)  # a new item counts, adding nothing
+                out[i] += d.hybrid.by_ids(ids, size, ["" if isinstance(c, Mapping) else str(c) for c in cands])
         return out
 
     # -- recommending ----------------------------------------------------------------------------------------
@@ -532,7 +549,8 @@ class Recommender:
     def recommend(self, history: Sequence[str], k: int = 10, *, domain: str | None = None, exclude_history: bool = True,
                   search: str = "exact") -> list[tuple[str, float]]:
         """The `k` best items of the domain's catalog for a user with this history (item ids, oldest first),
-        as (item_id, cosine score), best first. Items of the history are left out unless `exclude_history`
+        as (item_id, score), best first: the cosine, plus the co-occurrence term where the domain ranks as a
+        hybrid. Items of the history are left out unless `exclude_history`
         is False. `search`: "exact" (matrix product) or "faiss" (approximate; the optional extra). The
         catalog's index is built (and cached) on first use when none was given."""
         if search not in ("exact", "faiss"):
@@ -547,12 +565,18 @@ class Recommender:
         content = d.index.content[recent].to(self.device)
         user = d.model.user_vectors(content.unsqueeze(0), torch.ones(1, len(recent), dtype=torch.bool, device=self.device)).float()[0]
         exclude = sorted(set(rows)) if exclude_history else []
+        extra = d.extra_scores([rows])
         if search == "faiss":
             if d.faiss is None:
                 d.faiss = FaissSearch(d.vectors)
             top, scores = d.faiss.search(user, k, exclude)
+            if extra is not None:  # the term lifts only the items it is nonzero for: rank those with FAISS's top k
+                candidates = torch.cat([top, extra[0].nonzero().view(-1)]).unique()
+                candidates = candidates[~torch.isin(candidates, torch.as_tensor(exclude, dtype=torch.long))]
+                best = torch.topk(d.vectors[candidates].cpu() @ user.cpu() + extra[0][candidates], min(k, len(candidates)))
+                top, scores = candidates[best.indices], best.values
         else:
-            top, scores = exact_top_k(d.vectors, user, k, exclude)
+            top, scores = exact_top_k(d.vectors, user, k, exclude, extra=None if extra is None else extra[0].to(d.vectors.device))
         return [(d.index.item_ids[int(r)], float(s)) for r, s in zip(top.tolist(), scores.tolist())]
 
     # -- many queries at once, explanations (crossrec_peft/batched.py, crossrec_peft/explain.py) ----------------

@@ -15,6 +15,7 @@ FAMILIES = ("recall", "ndcg", "mrr", "map", "coverage")
 SLICE_METRICS = ("recall@10", "ndcg@10", "mrr@10")
 DESCRIPTIONS = {  # the systems that are not baselines; a baseline's description is its registry entry's
     "model": "the fine-tuned model",
+    "hybrid": "the fine-tuned model plus the item co-occurrence term (hybrid.enabled), its weight chosen on validation",
     "parent": "the parent package's model (init_from), before this run's training",
 }
 
@@ -36,9 +37,10 @@ def human_bytes(n: float) -> str:
 
 
 def systems(report: dict[str, Any]) -> list[str]:
-    """The report's systems: the model first, then the baselines in the order they were run."""
+    """The report's systems: the model first (and its hybrid), then the baselines in the order they were run."""
     names = list(report["metrics"])
-    return (["model"] if "model" in names else []) + [s for s in names if s != "model"]
+    first = [s for s in ("model", "hybrid") if s in names]
+    return first + [s for s in names if s not in first]
 
 
 def ks_of(metrics: dict[str, float]) -> list[int]:
@@ -143,6 +145,11 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for system in order:
         lines.append(f"- `{system}`: {describe(system)}")
+    hybrid = report.get("hybrid")
+    if hybrid:
+        grid = ", ".join(f"{w}: {v:.4f}" for w, v in hybrid["validation_ndcg@10"].items())
+        lines += ["", f"The hybrid's weight {hybrid['weight']:g} was chosen on the validation split (NDCG@10 by weight: {grid}; "
+                  f"0 is the model alone), over {hybrid['pairs']:,} co-occurrence neighbours ({hybrid['neighbours']} at most per item)."]
     for k in ks:
         names = [f"{f}@{k}" for f in FAMILIES if f"{f}@{k}" in model]
         lines += ["", f"### @{k}", "", *_system_table(report["metrics"], order, names)]

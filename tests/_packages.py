@@ -55,7 +55,7 @@ def text_config(tiny_bert: Path, domain: str, method: str, *, data: Path | None 
 
 
 def make_package(tiny_bert: Path, directory: Path, domain: str, method: str, *, seed: int = 0, data: Path | None = None,
-                 scale: float = 0.2, max_length: int = 16) -> Path:
+                 scale: float = 0.2, max_length: int = 16, hybrid=None) -> Path:
     from crossrec_peft.model import build_model
     from crossrec_peft.package import export_package
 
@@ -64,7 +64,7 @@ def make_package(tiny_bert: Path, directory: Path, domain: str, method: str, *, 
     model = perturb(build_model(cfg.model), scale)
     model.eval()
     summary = {"source": str(data)} if data else {}
-    return export_package(model, cfg, directory / domain, data_summary=summary)
+    return export_package(model, cfg, directory / domain, data_summary=summary, hybrid=hybrid)
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:

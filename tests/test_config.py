@@ -38,12 +38,21 @@ def test_overrides_are_dotted_and_typed():
         ("data.min_interactions=2", "at least 3"),
         ("train.mixed_precision=fp8", "mixed_precision"),
         ("eval.repeats=mis", "Did you mean 'miss'?"),
+        ("hybrid.neighbours=0", "'hybrid.neighbours' must be at least 1"),
+        ("hybrid.weights=[0.5,-1]", "'hybrid.weights' must be finite and 0 or more"),
+        ("hybrid.weights=[1,.inf]", "'hybrid.weights' must be finite and 0 or more"),
+        ("hybrid.weigths=[1]", "Did you mean 'weights'?"),
     ],
 )
 def test_bad_values_name_the_key(override, expected):
     with pytest.raises(ConfigError) as err:
         load_config(recipes.path("ecommerce"), [override])
     assert expected in str(err.value)
+
+
+def test_a_hybrid_needs_a_weight_to_try():
+    with pytest.raises(ConfigError, match="'hybrid.weights' must list at least one weight"):
+        load_config(recipes.path("ecommerce"), ["hybrid.enabled=true", "hybrid.weights=[]"])
 
 
 def test_component_swap_takes_the_new_defaults():

@@ -63,8 +63,8 @@ def test_recipe_amazon_runs_end_to_end_on_an_imported_catalog(tiny_bert, tmp_pat
     report = json.loads((out / "report.json").read_text())
     assert report["protocol"]["repeats"] == "miss"
     assert report["data"]["items"] == 60 and report["split_detail"]["test_cases"] == 40
-    assert set(report["metrics"]) == {"model", "untuned", "popularity", "itemknn", "ids"}
-    assert set(report["validation"]) >= {"model", "untuned", "popularity", "itemknn"}
+    assert set(report["metrics"]) == {"model", "hybrid", "untuned", "popularity", "itemknn", "ids"}
+    assert set(report["validation"]) >= {"model", "hybrid", "untuned", "popularity", "itemknn"}
     # The package serves: its top 5 for a user's history holds no item of that history (masked, as evaluated).
     rec = Recommender.from_pretrained(out / "adapter", data=data)
     history = ["B00000", "B00003"]
@@ -76,3 +76,28 @@ def test_recipe_amazon_runs_end_to_end_on_an_imported_catalog(tiny_bert, tmp_pat
 def test_recipe_amazon_options_can_be_overridden(key, value):
     cfg = load_config(recipes.path("amazon"), [f"{key}={value}"], name="amazon")
     assert OmegaConf.select(cfg, key) == value
+
+
+def test_the_hybrid_is_chosen_on_validation_reported_and_exported(tiny_bert, tmp_path):
+    """hybrid.enabled: every weight (and 0) is scored on validation, the best is the reported system "hybrid",
+    and the package carries it: the co-occurrence file exactly when the chosen weight is above 0."""
+    from crossrec_peft.hybrid import FILE
+    from crossrec_peft.package import MANIFEST
+
+    data, out = run_tiny_amazon(tiny_bert, tmp_path, "hybrid.enabled=true", "hybrid.weights=[0.5,2]", "eval.baselines=[itemknn]")
+    report = json.loads((out / "report.json").read_text())
+    grid = report["hybrid"]["validation_ndcg@10"]
+    assert set(grid) == {"0", "0.5", "2"}
+    chosen = report["hybrid"]["weight"]
+    assert grid[f"{chosen:g}"] == max(grid.values()) and grid[f"{chosen:g}"] == report["validation"]["hybrid"]["ndcg@10"]
+    assert grid["0"] == pytest.approx(report["validation"]["model"]["ndcg@10"], abs=1e-9)  # weight 0 is the model
+    assert set(report["metrics"]) == {"model", "hybrid", "itemknn"}
+    if chosen == 0:
+        assert report["metrics"]["hybrid"] == report["metrics"]["model"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["weight"] for r in records if r.get("system") == "hybrid"] == [chosen, chosen]  # validation, test
+    manifest = json.loads((out / "adapter" / MANIFEST).read_text())
+    assert manifest["hybrid"]["weight"] == chosen and manifest["hybrid"]["neighbours"] == 100
+    assert (manifest["hybrid"]["file"] == FILE) == (chosen > 0) == (out / "adapter" / FILE).is_file()
+    rec = Recommender.from_pretrained(out / "adapter", data=data)
+    assert (rec._domains[rec.domain].hybrid is not None) == (chosen > 0)

@@ -177,3 +177,95 @@ def test_demo_catalog_is_regenerated(tiny_bert, tmp_path):
     assert catalog.directory.name == f"ecommerce-v{version}-i60-u40-s0" and len(catalog.item_ids) == 60
     top = rec.recommend(catalog.item_ids[:2], k=3)
     assert len(top) == 3 and all(i in catalog.rows for i, _ in top)
+
+
+# -- a package whose run chose a hybrid ranking (crossrec_peft/hybrid.py) -------------------------------------------
+HYBRID_WEIGHT = 3.0
+
+
+@pytest.fixture(scope="module")
+def hybrid(tiny_bert, packages, tmp_path_factory):
+    """A package exported with co-occurrence neighbours (weight 3: large enough to reorder the catalog) and
+    its neighbours on the catalog's rows, the reference for the brute-force checks."""
+    import numpy as np
+
+    from crossrec_peft.hybrid import HybridChoice, Neighbours
+
+    rng = np.random.default_rng(0)
+    catalog = [f"i{i}" for i in range(16)]
+    sequences = [rng.integers(0, 16, size=4) for _ in range(30)]
+    neighbours = Neighbours.fit(sequences, catalog, 4)
+    choice = HybridChoice(neighbours, HYBRID_WEIGHT, {0.0: {"ndcg@10": 0.1}, HYBRID_WEIGHT: {"ndcg@10": 0.2}})
+    package = make_package(tiny_bert, tmp_path_factory.mktemp("hybrid"), "hyb", "lora", seed=5, data=packages["data"], hybrid=choice)
+    return {"package": package, "catalog": catalog, "term": neighbours.on_catalog(catalog)}
+
+
+def brute_hybrid(rec, hybrid, history: list[str], *, weight: float) -> list[tuple[str, float]]:
+    catalog = hybrid["catalog"]
+    scores = rec.encode_items(catalog) @ rec.encode_users([history])[0]
+    scores = scores + weight * hybrid["term"].scores([[catalog.index(h) for h in history]])[0]
+    return sorted(((catalog[i], float(s)) for i, s in enumerate(scores) if catalog[i] not in history), key=lambda x: -x[1])
+
+
+@pytest.mark.parametrize("history", [["i1", "i2", "i3"], ["i4"], ["i5", "i5", "i9"]])
+def test_a_hybrid_package_ranks_with_its_cooccurrence_term(hybrid, history):
+    rec = Recommender.from_pretrained(hybrid["package"], device="cpu")
+    assert rec.manifest()["hybrid"]["weight"] == HYBRID_WEIGHT and rec.manifest()["sizes"]["hybrid_bytes"] > 0
+    top = rec.recommend(history, k=6)
+    brute = brute_hybrid(rec, hybrid, history, weight=HYBRID_WEIGHT)[:6]
+    assert [i for i, _ in top] == [i for i, _ in brute]
+    torch.testing.assert_close(torch.tensor([s for _, s in top]), torch.tensor([s for _, s in brute]), atol=1e-3, rtol=0)
+    # The same scores from score(), recommend_many() and explain(), and the model alone without the term.
+    candidates = [i for i, _ in top]
+    torch.testing.assert_close(rec.score([history], candidates)[0], torch.tensor([s for _, s in top]), atol=1e-5, rtol=0)
+    many = rec.recommend_many([{"history": history, "k": 6}])[0]
+    assert [i for i, _ in many] == candidates and [s for _, s in many] == pytest.approx([s for _, s in top], abs=1e-5)
+    explained = rec.explain(history, candidates[0])
+    assert explained["score"] == pytest.approx(top[0][1], abs=1e-5)
+    assert explained["score"] == pytest.approx(explained["model_score"] + explained["cooccurrence"]["contribution"], abs=1e-6)
+    alone = Recommender(device="cpu")
+    alone.load_adapter(hybrid["package"], hybrid=False)
+    plain = brute_hybrid(alone, hybrid, history, weight=0.0)[:6]
+    assert [i for i, _ in alone.recommend(history, k=6)] == [i for i, _ in plain]
+
+
+def test_a_hybrid_ranking_changes_the_order(hybrid):
+    """The fixture's weight reorders the top: otherwise the checks above could not tell the term is applied."""
+    rec = Recommender.from_pretrained(hybrid["package"], device="cpu")
+    history = ["i1", "i2", "i3"]
+    with_term = [i for i, _ in brute_hybrid(rec, hybrid, history, weight=HYBRID_WEIGHT)[:6]]
+    assert with_term != [i for i, _ in brute_hybrid(rec, hybrid, history, weight=0.0)[:6]]
+
+
+def test_a_new_history_item_counts_in_the_hybrid_mean(hybrid):
+    """A history item given by its fields has no co-occurrences: it adds nothing to the term but counts in
+    its mean, in recommend_many and score alike."""
+    rec = Recommender.from_pretrained(hybrid["package"], device="cpu")
+    catalog, term = hybrid["catalog"], hybrid["term"]
+    history = ["i1", "i2", {"title": "a brand new lamp", "category": "c1"}]
+    user = rec.encode_users([history])[0]
+    scores = rec.encode_items(catalog) @ user + HYBRID_WEIGHT * term.scores([[1, 2]], [3])[0]
+    brute = sorted(((catalog[i], float(s)) for i, s in enumerate(scores) if catalog[i] not in ("i1", "i2")), key=lambda x: -x[1])[:5]
+    got = rec.recommend_many([{"history": history, "k": 5}])[0]
+    assert [i for i, _ in got] == [i for i, _ in brute]
+    torch.testing.assert_close(rec.score([history], [i for i, _ in brute])[0], torch.tensor([s for _, s in brute]), atol=1e-4, rtol=0)
+
+
+def test_faiss_search_ranks_the_hybrid_as_exact_search(hybrid):
+    pytest.importorskip("faiss")
+    rec = Recommender.from_pretrained(hybrid["package"], device="cpu")
+    for history in (["i1", "i2", "i3"], ["i7"]):
+        exact, approx = rec.recommend(history, k=5), rec.recommend(history, k=5, search="faiss")
+        assert [i for i, _ in approx] == [i for i, _ in exact]
+
+
+def test_a_hybrid_file_the_manifest_does_not_list_is_refused(hybrid, tmp_path):
+    import shutil
+
+    copy = tmp_path / "hyb"
+    shutil.copytree(hybrid["package"], copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    del manifest["files"][manifest["hybrid"]["file"]]
+    write_manifest(copy, manifest)
+    with pytest.raises(PackageError, match="'hybrid.file' names 'hybrid_neighbours.safetensors', which 'files' does not list"):
+        Recommender.from_pretrained(copy, device="cpu")

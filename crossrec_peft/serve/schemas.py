@@ -35,11 +35,24 @@ class ModalityTerm(BaseModel):
     share: Optional[float]
 
 
+class SimilarItem(BaseModel):
+    item_id: str
+    similarity: float
+
+
+class CooccurrenceTerm(BaseModel):
+    weight: float
+    contribution: float = Field(description="weight x the item's mean co-occurrence similarity to the history's items")
+    history: List[SimilarItem] = Field(description="history items that co-occur with the item, most similar first")
+
+
 class Explanation(BaseModel):
     method: str = Field(description="exact (pooling split) or leave_one_out")
     history: List[HistoryTerm]
     modality_method: str
     modalities: List[ModalityTerm]
+    model_score: Optional[float] = Field(None, description="a hybrid domain's cosine, which history and modalities explain")
+    cooccurrence: Optional[CooccurrenceTerm] = Field(None, description="a hybrid domain's co-occurrence term (score = model_score + contribution)")
 
 
 class RecommendedItem(BaseModel):

@@ -1,0 +1,147 @@
+"""The co-occurrence term of the hybrid ranking (crossrec_peft/hybrid.py) against brute-force references."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from crossrec_peft.baselines.itemknn import itemknn_scorer
+from crossrec_peft.errors import PackageError
+from crossrec_peft.hybrid import HybridRanking, Neighbours, best_weight, hybrid_scorer
+
+
+def sequences(seed: int, users: int, items: int, longest: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, items, size=rng.integers(1, longest + 1)) for _ in range(users)]
+
+
+def dense_cosine(seqs: list[np.ndarray], items: int) -> torch.Tensor:
+    """sim(i, j) = C_ij / sqrt(C_ii C_jj) from the binary users x items matrix, written out densely."""
+    x = torch.zeros(len(seqs), items)
+    for u, s in enumerate(seqs):
+        x[u, torch.as_tensor(s)] = 1.0
+    c = x.T @ x
+    n = c.diag().clamp(min=1).sqrt()
+    sim = c / n.view(-1, 1) / n.view(1, -1)
+    sim.fill_diagonal_(0.0)
+    return sim
+
+
+def reference(seqs, items: int, k: int, histories) -> torch.Tensor:
+    """Mean over each history's distinct items of sim(i, .) kept to i's k largest positive similarities."""
+    sim = dense_cosine(seqs, items)
+    top = torch.topk(sim, k, dim=1)
+    kept = torch.zeros_like(sim).scatter_(1, top.indices, top.values)
+    out = torch.zeros(len(histories), items)
+    for r, h in enumerate(histories):
+        distinct = sorted(set(int(i) for i in h))
+        out[r] = kept[distinct].sum(0) / len(distinct)
+    return out
+
+
+CASES = [  # (seed, users, items, longest sequence, neighbours kept, block of items per step)
+    (0, 200, 40, 8, 40, 7),
+    (1, 300, 120, 12, 5, 64),
+    (2, 50, 30, 3, 1, 1024),
+]
+
+
+@pytest.mark.parametrize("seed, users, items, longest, k, block", CASES)
+def test_neighbours_score_as_the_dense_reference(seed, users, items, longest, k, block):
+    seqs = sequences(seed, users, items, longest)
+    ids = [f"i{j}" for j in range(items)]
+    table = Neighbours.fit(seqs, ids, k, block=block)
+    histories = [np.array(h) for h in sequences(seed + 100, 16, items, 6)]
+    got = table.on_catalog(ids).scores(histories)
+    assert torch.allclose(got, reference(seqs, items, k, histories), atol=1e-6)
+    assert int(table.indptr.diff().max()) <= k
+
+
+def test_untruncated_is_item_knn_as_a_mean():
+    """With every neighbour kept, the term is the item-kNN baseline's score divided by the distinct history
+    items (away from the history's own items, which item-kNN scores with their self-similarity taken out)."""
+    seqs = sequences(3, 400, 80, 10)
+    ids = [str(j) for j in range(80)]
+    histories = [np.array(h) for h in sequences(4, 20, 80, 6)]
+    knn = itemknn_scorer(seqs, 80)(histories)
+    got = Neighbours.fit(seqs, ids, 80).on_catalog(ids).scores(histories)
+    for r, h in enumerate(histories):
+        others = torch.ones(80, dtype=torch.bool)
+        others[torch.as_tensor(h)] = False
+        assert torch.allclose(got[r, others], knn[r, others] / len(set(h.tolist())), atol=1e-6)
+
+
+def test_save_load_and_another_catalog_order(tmp_path):
+    """Saved and read back (similarities in float16), then used on a catalog in another order that lacks an
+    item and has one the table does not know: the same scores by item id, 0 for the unknown item."""
+    seqs = sequences(5, 200, 30, 8)
+    ids = [f"i{j}" for j in range(30)]
+    table = Neighbours.fit(seqs, ids, 10)
+    table.save(tmp_path / "n.safetensors")
+    loaded = Neighbours.load(tmp_path / "n.safetensors")
+    assert loaded.item_ids == ids and loaded.per_item == 10 and loaded.pairs == table.pairs
+    catalog = ["new", *reversed(ids[1:])]  # i0 left out, "new" added
+    history = [3, 7, 7]
+    want = table.on_catalog(ids).scores([history])[0]
+    got = loaded.on_catalog(catalog).scores([[catalog.index(ids[i]) for i in history]])[0]
+    for row, item in enumerate(catalog):
+        expected = 0.0 if item == "new" else float(want[ids.index(item)])
+        assert got[row].item() == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t, m: t.pop("index"), "not a readable co-occurrence table"),
+    (lambda t, m: m.pop("item_ids"), "not a readable co-occurrence table"),
+    (lambda t, m: t.update(indptr=t["indptr"].flip(0)), "indptr must rise"),
+    (lambda t, m: t.update(index=t["index"] + 1000), "neighbour positions"),
+    (lambda t, m: t.update(similarity=t["similarity"][:-1]), "similarities for"),
+])
+def test_a_damaged_table_is_refused_naming_the_file(tmp_path, damage, message):
+    path = tmp_path / "n.safetensors"
+    Neighbours.fit(sequences(6, 100, 20, 6), [str(j) for j in range(20)], 5).save(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+    tensors = load_file(str(path))
+    damage(tensors, metadata)
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(PackageError, match=message) as info:
+        Neighbours.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_new_items_count_in_the_mean_and_add_nothing():
+    seqs = sequences(7, 200, 25, 8)
+    ids = [str(j) for j in range(25)]
+    ranking = HybridRanking(Neighbours.fit(seqs, ids, 25), weight=2.0)
+    alone = ranking.by_ids(["3", "4"], 2, ids)
+    with_new = ranking.by_ids(["3", "4"], 3, ids)  # a third history item given by its fields
+    assert torch.allclose(with_new, alone * 2 / 3)
+    sims = ranking.per_history_item(["3", "4"], "9")
+    assert float(alone[9]) == pytest.approx(2.0 * (sims["3"] + sims["4"]) / 2, abs=1e-6)
+    assert ranking.by_ids(["3"], 1, ["unknown"]).tolist() == [0.0]
+
+
+@pytest.mark.parametrize("scores, chosen", [
+    ({0.0: 0.10, 0.5: 0.12, 1.0: 0.11}, 0.5),
+    ({0.0: 0.10, 0.5: 0.10, 1.0: 0.09}, 0.0),  # a tie: the smaller weight, the model alone
+    ({0.0: 0.10, 1.0: 0.13, 2.0: 0.13}, 1.0),
+])
+def test_validation_picks_the_best_weight(scores, chosen):
+    assert best_weight({w: {"ndcg@10": v} for w, v in scores.items()}) == chosen
+
+
+def test_hybrid_scorer_adds_the_weighted_term():
+    seqs = sequences(8, 100, 15, 6)
+    ids = [str(j) for j in range(15)]
+    term = Neighbours.fit(seqs, ids, 15).on_catalog(ids)
+    base = lambda histories: torch.ones(len(histories), 15)  # noqa: E731
+    histories = [np.array([1, 2]), np.array([3])]
+    assert hybrid_scorer(base, term, 0.0) is base
+    assert torch.allclose(hybrid_scorer(base, term, 0.5)(histories), 1 + 0.5 * term.scores(histories))
+    assert json.dumps(term.scores(histories).tolist())  # plain floats
