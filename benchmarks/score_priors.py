@@ -219,7 +219,8 @@ def main() -> None:
     _, _, fields, dataset_overrides = DATASETS[args.dataset]
     cfg = load_config(recipes.path("amazon"), [
         f"data.path={data}", f"data.cache_dir={work / 'cache'}", f"model.modalities.text.fields=[{','.join(fields)}]",
-        "eval.baselines=[untuned]", "export.enabled=false", *dataset_overrides, *args.overrides,
+        # The built-in hybrid (hybrid.enabled) is left out: the grid here measures such terms itself.
+        "eval.baselines=[untuned]", "export.enabled=false", "hybrid.enabled=false", *dataset_overrides, *args.overrides,
     ], name="amazon")
     run_dir = Path(tempfile.mkdtemp(prefix=f"{args.term}_", dir=work)) / "run"
     recipe = ScorePriorRecipe(cfg, run_dir, term=args.term, weight=args.weight, grid=args.grid, progress=False)

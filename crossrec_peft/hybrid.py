@@ -43,12 +43,14 @@ class Neighbours:
     similarity: torch.Tensor  # [nnz] float32
 
     @classmethod
-    def fit(cls, sequences: Sequence[np.ndarray], item_ids: Sequence[str], k: int, *, block: int = 1024) -> "Neighbours":
+    def fit(cls, sequences: Sequence[np.ndarray], item_ids: Sequence[str], k: int, *, block: int | None = None) -> "Neighbours":
         """The `k` most similar items of each item (similarity > 0, the item itself left out), computed a block
-        of items at a time so that memory stays at block x items whatever the catalog size."""
+        of items at a time: two dense block x items and users x block products, the block sized (by default)
+        to keep each under 2^26 floats (256 MB), whatever the catalog size."""
         from .baselines.itemknn import interaction_matrix
 
         num_items = len(item_ids)
+        block = block or max(1, min(1024, 2**26 // max(1, num_items, len(sequences))))
         x = interaction_matrix(list(sequences), num_items)
         xt = x.t().coalesce()
         n = torch.zeros(num_items)
@@ -183,9 +185,7 @@ class HybridRanking:
         items of which `history_ids` are the ones given by id (ids without neighbours count, adding nothing)."""
         known = [self.position[i] for i in dict.fromkeys(history_ids) if i in self.position]
         row = self._own.scores([known], [size])[0]
-        index = [self.position.get(c, -1) for c in candidate_ids]
-        values = row[torch.as_tensor([i if i >= 0 else 0 for i in index], dtype=torch.long)] if index else torch.zeros(0)
-        return self.weight * torch.where(torch.as_tensor([i >= 0 for i in index], dtype=torch.bool), values, torch.zeros_like(values))
+        return self.weight * torch.tensor([float(row[self.position[c]]) if c in self.position else 0.0 for c in candidate_ids])
 
     def per_history_item(self, history_ids: Sequence[str], candidate_id: str) -> dict[str, float]:
         """sim(h, candidate) for each distinct history item h (explanations); 0 where h has no such neighbour."""

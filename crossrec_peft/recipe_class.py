@@ -228,7 +228,8 @@ class Recipe(Trainer):
             self.on_validation(epoch, self.state.history[-1])
 
     def evaluate(self) -> None:
-        """The trained model and the remaining baselines on the test split, and the objective's own metrics."""
+        """The trained model (and, with hybrid.enabled, its hybrid with item co-occurrence) and the remaining
+        baselines on the test split, and the objective's own metrics."""
         cfg, best_epoch = self.cfg, self.result.best_epoch
         content = self.encode(self.model, "test: encode items")
         tuned = self.held_out.run("model", model_scorer(self.model, content, cfg.model.max_history))
@@ -274,6 +275,13 @@ class Recipe(Trainer):
             self.adapter_bytes = sum(p.stat().st_size for p in self.adapter_dir.rglob("*.safetensors") if p.name != HYBRID_FILE)
         return self.adapter_dir
 
+    def hybrid_record(self) -> dict[str, Any] | None:
+        """report.json's `hybrid`: what the run chose, and the bytes its neighbours take in the package."""
+        if self.hybrid is None:
+            return None
+        exported = self.adapter_dir / HYBRID_FILE if self.adapter_dir else None
+        return {**self.hybrid.record(), "bytes": exported.stat().st_size if exported and exported.is_file() else 0}
+
     def report(self) -> dict[str, Any]:
         """report.json and report.md (docs/report-schema.md), and the summary table."""
         cfg, evaluated, result = self.cfg, self.evaluated, self.result
@@ -296,7 +304,7 @@ class Recipe(Trainer):
             "domain_metrics": evaluated["domain_metrics"],
             "validation": {"model": result.best_validation, **self.validation_of_baselines,
                            **({"hybrid": self.hybrid.validation[self.hybrid.weight]} if self.hybrid else {})},
-            "hybrid": self.hybrid.record() if self.hybrid else None,
+            "hybrid": self.hybrid_record(),
             "params": {"trainable": trainable, "total": total, "share": trainable / total},
             "adapter_bytes": self.adapter_bytes,
             "backbone_bytes": sum(enc.backbone.identity()["bytes"] for enc in self.model.modalities.values()),

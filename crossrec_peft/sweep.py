@@ -23,8 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import ConfigError
 
 TYPES = ("float", "int", "categorical")
-# What every trial runs without: nothing to export, and no baselines (the trials are compared with each other).
-TRIAL_OVERRIDES = ("export.enabled=false", "eval.baselines=[]")
+# What every trial runs without: nothing to export, no baselines (the trials are compared with each other), and
+# no hybrid (trials are judged on the model's validation metric; the run with the chosen overrides picks the
+# hybrid's weight on validation itself).
+TRIAL_OVERRIDES = ("export.enabled=false", "eval.baselines=[]", "hybrid.enabled=false")
 
 
 @dataclass(frozen=True)

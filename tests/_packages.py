@@ -67,6 +67,19 @@ def make_package(tiny_bert: Path, directory: Path, domain: str, method: str, *, 
     return export_package(model, cfg, directory / domain, data_summary=summary, hybrid=hybrid)
 
 
+def hybrid_choice(num_items: int, weight: float, *, seed: int = 0):
+    """A HybridChoice as a run would make it (crossrec_peft/hybrid.py): neighbours fitted on random sequences
+    over the catalog items i0 .. i{num_items-1}, 4 per item, with `weight` as validation's pick."""
+    import numpy as np
+
+    from crossrec_peft.hybrid import HybridChoice, Neighbours
+
+    rng = np.random.default_rng(seed)
+    sequences = [rng.integers(0, num_items, size=4) for _ in range(30)]
+    neighbours = Neighbours.fit(sequences, [f"i{i}" for i in range(num_items)], 4)
+    return HybridChoice(neighbours, weight, {0.0: {"ndcg@10": 0.1}, weight: {"ndcg@10": 0.2}})
+
+
 def write_manifest(directory: Path, manifest: dict) -> None:
     """Write an edited crossrec.json as an export would (its package_sha256 recomputed): a consistent
     package whose content differs, for tests of the checks behind the manifest's own hash."""

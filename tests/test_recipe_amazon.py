@@ -99,5 +99,6 @@ def test_the_hybrid_is_chosen_on_validation_reported_and_exported(tiny_bert, tmp
     manifest = json.loads((out / "adapter" / MANIFEST).read_text())
     assert manifest["hybrid"]["weight"] == chosen and manifest["hybrid"]["neighbours"] == 100
     assert (manifest["hybrid"]["file"] == FILE) == (chosen > 0) == (out / "adapter" / FILE).is_file()
+    assert report["hybrid"]["bytes"] == ((out / "adapter" / FILE).stat().st_size if chosen > 0 else 0)
     rec = Recommender.from_pretrained(out / "adapter", data=data)
     assert (rec._domains[rec.domain].hybrid is not None) == (chosen > 0)

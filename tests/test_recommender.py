@@ -11,7 +11,7 @@ from crossrec_peft import Recommender
 from crossrec_peft.cli import main
 from crossrec_peft.errors import ConfigError, DataError, PackageError
 from crossrec_peft.package import MANIFEST
-from tests._packages import make_package, write_manifest
+from tests._packages import hybrid_choice, make_package, write_manifest
 from tests.conftest import small_layout
 
 
@@ -187,17 +187,10 @@ HYBRID_WEIGHT = 3.0
 def hybrid(tiny_bert, packages, tmp_path_factory):
     """A package exported with co-occurrence neighbours (weight 3: large enough to reorder the catalog) and
     its neighbours on the catalog's rows, the reference for the brute-force checks."""
-    import numpy as np
-
-    from crossrec_peft.hybrid import HybridChoice, Neighbours
-
-    rng = np.random.default_rng(0)
     catalog = [f"i{i}" for i in range(16)]
-    sequences = [rng.integers(0, 16, size=4) for _ in range(30)]
-    neighbours = Neighbours.fit(sequences, catalog, 4)
-    choice = HybridChoice(neighbours, HYBRID_WEIGHT, {0.0: {"ndcg@10": 0.1}, HYBRID_WEIGHT: {"ndcg@10": 0.2}})
+    choice = hybrid_choice(16, HYBRID_WEIGHT)
     package = make_package(tiny_bert, tmp_path_factory.mktemp("hybrid"), "hyb", "lora", seed=5, data=packages["data"], hybrid=choice)
-    return {"package": package, "catalog": catalog, "term": neighbours.on_catalog(catalog)}
+    return {"package": package, "catalog": catalog, "term": choice.neighbours.on_catalog(catalog)}
 
 
 def brute_hybrid(rec, hybrid, history: list[str], *, weight: float) -> list[tuple[str, float]]:
@@ -269,3 +262,17 @@ def test_a_hybrid_file_the_manifest_does_not_list_is_refused(hybrid, tmp_path):
     write_manifest(copy, manifest)
     with pytest.raises(PackageError, match="'hybrid.file' names 'hybrid_neighbours.safetensors', which 'files' does not list"):
         Recommender.from_pretrained(copy, device="cpu")
+
+
+def test_recommend_cli_explains_a_hybrid_score(hybrid, capsys):
+    args = ["recommend", str(hybrid["package"]), "--history", "i1", "i2", "i3", "-k", "4", "--explain"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "co-occurrence" in out and "bought with" in out
+    assert main([*args, "--json"]) == 0
+    items = json.loads(capsys.readouterr().out)["items"]
+    top = Recommender.from_pretrained(hybrid["package"], device="cpu").recommend(["i1", "i2", "i3"], k=4)
+    assert [x["item_id"] for x in items] == [i for i, _ in top]
+    for x in items:
+        why = x["explanation"]
+        assert why["model_score"] + why["cooccurrence"]["contribution"] == pytest.approx(x["score"], abs=1e-5)

@@ -80,6 +80,10 @@ def run(args) -> None:
             if why["modalities"]:
                 parts = ", ".join(f"{m['modality']} {m['contribution']:+.4f}" for m in why["modalities"])
                 print(f"        modalities (score lost when masked): {parts}")
+            co = why.get("cooccurrence")
+            if co is not None:  # a hybrid package: the model's cosine plus the co-occurrence term
+                bought = ", ".join(f"{h['item_id']} {h['similarity']:.2f}" for h in co["history"][:3]) or "no history item"
+                print(f"        model {why['model_score']:.4f} + co-occurrence {co['contribution']:+.4f} (bought with: {bought})")
 
 
 def _percent(share: float | None) -> str:

@@ -15,7 +15,7 @@ from crossrec_peft import Recommender
 from crossrec_peft.serve import create_app
 from crossrec_peft.serve.batcher import Job
 from crossrec_peft.serve.settings import Settings
-from tests._packages import make_package
+from tests._packages import hybrid_choice, make_package
 from tests.conftest import small_layout
 from tests.serve.live import LiveServer, serving
 
@@ -31,6 +31,7 @@ def packages(tiny_bert, tmp_path_factory):
         "shop": make_package(tiny_bert, root / "pk", "shop", "lora", seed=1, data=data),
         "bank": make_package(tiny_bert, root / "pk", "bank", "bottleneck", seed=2, data=data),
         "later": make_package(tiny_bert, root / "pk", "later", "ia3", seed=3, data=data),
+        "hybrid": make_package(tiny_bert, root / "pk", "hyb", "lora", seed=4, data=data, hybrid=hybrid_choice(16, 3.0)),
     }
 
 
@@ -82,6 +83,23 @@ def test_explanations_equal_the_recommender(server, rec):
         assert [h["item_id"] for h in item["explanation"]["history"]] == [h["item_id"] for h in why["history"]]
         assert sum(h["contribution"] for h in item["explanation"]["history"]) == pytest.approx(item["score"], abs=1e-5)
         assert [m["modality"] for m in item["explanation"]["modalities"]] == ["text"]
+
+
+def test_a_hybrid_domain_serves_its_ranking_and_explains_the_term(packages):
+    """A package with co-occurrence neighbours: /v1/recommend ranks and scores as its Recommender does, and an
+    explanation splits each score into the model's cosine and the co-occurrence term."""
+    rec = Recommender.from_pretrained(packages["hybrid"], device="cpu")
+    with serving(create_app(rec, Settings(**SETTINGS))) as live:
+        body = {"domain": "hyb", "history": ["i1", "i2", "i3"], "k": 4, "explain": True}
+        got = post(live, "/v1/recommend", body).json()["items"]
+        expected = rec.recommend(body["history"], k=4)
+        assert [i["item_id"] for i in got] == [i for i, _ in expected]
+        assert [i["score"] for i in got] == pytest.approx([s for _, s in expected], abs=1e-5)
+        for item in got:
+            why = item["explanation"]
+            assert why["model_score"] + why["cooccurrence"]["contribution"] == pytest.approx(item["score"], abs=1e-5)
+            assert why["cooccurrence"]["weight"] == 3.0
+        assert any(i["explanation"]["cooccurrence"]["history"] for i in got)  # the term is at work in this top 4
 
 
 def test_score_and_encode_equal_the_recommender(server, rec):
