@@ -85,6 +85,7 @@ class Recipe(Trainer):
         self.on_validation = on_validation
         self.console = Console(quiet=not progress)
         self.started = time.perf_counter()
+        self.hybrid: HybridChoice | None = None  # what choose_hybrid decided (hybrid.enabled), for export and report
 
     def run(self) -> dict[str, Any]:
         """The whole run; returns the report (empty on processes other than the main one)."""
