@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from .batched import Query, QueryError, index_rows, prepare
 from .errors import DataError
+from .hybrid import history_ids
 
 if TYPE_CHECKING:
     from .recommender import Recommender, _Domain
@@ -105,8 +106,7 @@ def _add_cooccurrence(d: "_Domain", history: list, out: list[dict[str, Any]]) ->
     `cooccurrence` gives the term and each history item's similarity to the item (the term is `weight` times
     their mean over the distinct history items)."""
     assert d.hybrid is not None
-    ids = [str(h) for h in history if not isinstance(h, Mapping)]
-    size = len(set(ids)) + sum(isinstance(h, Mapping) for h in history)
+    ids, size = history_ids(history)
     for entry in out:
         term = float(d.hybrid.by_ids(ids, size, [entry["item_id"]])[0])
         similar = [(h, v) for h, v in d.hybrid.per_history_item(ids, entry["item_id"]).items() if v > 0]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -200,6 +200,13 @@ class HybridRanking:
             hit = (nb.index[lo:hi] == c).nonzero().view(-1)
             out[h] = float(nb.similarity[lo + int(hit[0])]) if len(hit) else 0.0
         return out
+
+
+def history_ids(history: Sequence[Any]) -> tuple[list[str], int]:
+    """A history's items given by id, and its size for the term's mean: the distinct ids plus every item given
+    by its fields (a new item counts, adding nothing)."""
+    ids = [str(h) for h in history if not isinstance(h, Mapping)]
+    return ids, len(set(ids)) + sum(isinstance(h, Mapping) for h in history)
 
 
 @dataclass

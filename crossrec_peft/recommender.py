@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError, PackageError, closest, did_you_mean
-from .hybrid import HybridRanking
+from .hybrid import HybridRanking, history_ids
 from .index import (
     Catalog, FaissSearch, Index, adapter_fingerprint, catalog_fingerprint, check_index, default_path, exact_top_k,
     load_catalog, read_index, save_index,
@@ -539,9 +539,7 @@ class Recommender:
             out[i] = (items @ users[i]).cpu() if c else out[i]
         for i, (d, history, cands) in enumerate(zip(row_domains, histories, candidates)):
             if d.hybrid is not None and len(cands):
-                ids = [str(h) for h in history if not isinstance(h, Mapping)]
-                size = len(set(ids)) + sum(isinstance(h, Mapping) for h in history)  # a new item counts, adding nothing
-                out[i] += d.hybrid.by_ids(ids, size, ["" if isinstance(c, Mapping) else str(c) for c in cands])
+                out[i] += d.hybrid.by_ids(*history_ids(history), ["" if isinstance(c, Mapping) else str(c) for c in cands])
         return out
 
     # -- recommending ----------------------------------------------------------------------------------------
