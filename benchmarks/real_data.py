@@ -113,6 +113,7 @@ def child(spec: dict) -> dict:
     hybrid = rows.pop("hybrid", None)  # the recipe's hybrid (hybrid.enabled): this system plus item co-occurrence
     if hybrid is not None:
         hybrid["weight"] = report["hybrid"]["weight"]
+        hybrid["borrow_weight"] = report["hybrid"].get("borrow_weight", 0.0)
     return {
         "model": {**rows.pop("model"), **timing, "trainable": report["params"]["trainable"], "adapter_bytes": report["adapter_bytes"],
                   "run_s": report["total_seconds"], "train_s": report["train_seconds"], "hybrid": hybrid},
@@ -171,6 +172,12 @@ def targets(dataset: str, result: dict) -> list[dict]:
     return out
 
 
+def _borrowing(hybrid: dict) -> str:
+    """The label's borrowing part: what items never bought in training borrow (absent in results from before it)."""
+    weight = hybrid.get("borrow_weight") or 0
+    return f", never-bought items borrowing x{weight:g}" if weight else ""
+
+
 def markdown(dataset: str, result: dict, budget: float) -> str:
     lines = [
         f"{dataset}: {result.get('test_cases') or '?'} test cases, {result.get('cold_cases') or '?'} cold-start "
@@ -194,7 +201,7 @@ def markdown(dataset: str, result: dict, budget: float) -> str:
         h = m.get("hybrid")
         if h:
             lines.append(
-                f"| {name} + item co-occurrence (hybrid, weight {h['weight']:g} chosen on validation) | {num(h['ndcg@10'])} | "
+                f"| {name} + item co-occurrence (hybrid, weight {h['weight']:g}{_borrowing(h)} chosen on validation) | {num(h['ndcg@10'])} | "
                 f"{num(h['recall@10'])} | {num(h['mrr@10'])} | {num(h['cold_ndcg@10'])} | {num(h['val_ndcg@10'])} | | | | | | | |"
             )
     for name, b in baseline_rows(result).items():

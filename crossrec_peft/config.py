@@ -142,6 +142,11 @@ class HybridConfig:
     # Neighbours kept per item (item-kNN's usual truncation; what the package stores).
     neighbours: int = 100
     weights: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
+    # An item the term cannot score (never bought in training, or new) borrows the term of its `borrow`
+    # nearest items that it can, by the model's item vectors, times a borrowing weight: each of
+    # `borrow_weights` (and 0, none) is tried on validation at the weight chosen above. 0 turns it off.
+    borrow: int = 5
+    borrow_weights: List[float] = field(default_factory=lambda: [1.0, 2.0])
 
 
 @dataclass
@@ -424,6 +429,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("'hybrid.weights' must list at least one weight to try on the validation split.")
     if any(not math.isfinite(w) or w < 0 for w in weights):
         raise ConfigError(f"'hybrid.weights' must be finite and 0 or more, got {weights}.")
+    if cfg.hybrid.borrow < 0:
+        raise ConfigError(f"'hybrid.borrow' must be 0 (no borrowing) or more, got {cfg.hybrid.borrow}.")
+    borrow_weights = list(cfg.hybrid.borrow_weights)
+    if any(not math.isfinite(w) or w < 0 for w in borrow_weights):
+        raise ConfigError(f"'hybrid.borrow_weights' must be finite and 0 or more, got {borrow_weights}.")
 
 
 def _dotted(name: str) -> bool:

@@ -26,7 +26,9 @@ modality_method says why.
 
 Co-occurrence. A domain that ranks as a hybrid (crossrec_peft/hybrid.py) adds weight x the item's mean
 co-occurrence similarity to the history's items: `score` is then the sum `recommend` ranks by, `model_score`
-the cosine explained above, and `cooccurrence` the term with each history item's similarity to the item.
+the cosine explained above, and `cooccurrence` the term with each history item's similarity to the item. An
+item that borrows the term (no neighbour list holds it) also has `borrowed_from`, the items it borrows from
+with their shares, and `borrow_weight`.
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ def _add_cooccurrence(d: "_Domain", history: list, out: list[dict[str, Any]]) ->
     their mean over the distinct history items)."""
     assert d.hybrid is not None
     ids, size = history_ids(history)
+    catalog = d.hybrid_catalog()
     for entry in out:
-        term = float(d.hybrid.by_ids(ids, size, [entry["item_id"]])[0])
+        term = float(d.hybrid.by_ids(ids, size, [entry["item_id"]], catalog)[0])
         similar = [(h, v) for h, v in d.hybrid.per_history_item(ids, entry["item_id"]).items() if v > 0]
         entry["model_score"] = entry["score"]
         entry["score"] = entry["model_score"] + term
@@ -116,6 +119,10 @@ def _add_cooccurrence(d: "_Domain", history: list, out: list[dict[str, Any]]) ->
             "weight": d.hybrid.weight, "contribution": term,
             "history": [{"item_id": h, "similarity": v} for h, v in sorted(similar, key=lambda t: -t[1])],
         }
+        borrowed = d.hybrid.borrowed_from(entry["item_id"], catalog)
+        if borrowed:  # an item no neighbour list holds: its term is its nearest items' (hybrid.py Borrowing)
+            entry["cooccurrence"]["borrowed_from"] = [{"item_id": i, "share": w} for i, w in borrowed]
+            entry["cooccurrence"]["borrow_weight"] = d.hybrid.borrow_weight
 
 
 def _history_content(rec: "Recommender", d: "_Domain", recent: list) -> torch.Tensor:

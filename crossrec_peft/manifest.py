@@ -85,13 +85,24 @@ class Hybrid(_Model):
     weight: float
     neighbours: StrictInt
     file: Optional[StrictStr] = None
+    # Items the term cannot score borrow the term of their `borrow` nearest items, times `borrow_weight`
+    # (0 and 0 in packages from before borrowing: none).
+    borrow: StrictInt = 0
+    borrow_weight: float = 0.0
 
-    @field_validator("weight")
+    @field_validator("weight", "borrow_weight")
     @classmethod
     def _weight(cls, weight: float) -> float:
         if not weight >= 0 or weight == float("inf"):
             raise ValueError(f"must be a finite number, 0 or more, got {weight}")
         return weight
+
+    @field_validator("borrow")
+    @classmethod
+    def _borrow(cls, borrow: int) -> int:
+        if borrow < 0:
+            raise ValueError(f"must be 0 or more, got {borrow}")
+        return borrow
 
 
 class Params(_Model):

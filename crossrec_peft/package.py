@@ -40,7 +40,7 @@ from .backbones.base import CatalogTable
 from .errors import PackageError
 from .fsutil import make_public, sha256
 from .hybrid import FILE as HYBRID_FILE
-from .hybrid import HybridChoice, Neighbours
+from .hybrid import HybridChoice, HybridRanking, Neighbours
 from .manifest import canonical_sha256, check_listing, check_peft_configs, check_safetensors, check_schema, check_sealed
 from .methods.base import Storage
 from .methods.peft_methods import PEFT_WEIGHTS  # peft's weight file name, said once
@@ -293,6 +293,9 @@ def write_model_card(directory: Path, manifest: dict) -> None:
             f"{_human(sizes.get('hybrid_bytes', 0))}. `Recommender` ranks with the model's cosine plus {hybrid['weight']:g} x "
             "the candidate's mean similarity to the history's items (the `hybrid` row above; the weight was chosen on "
             "validation); `load_adapter(..., hybrid=False)` ranks by the model alone."
+            + (f" An item no neighbour list holds (never bought in training, or new) borrows {hybrid['borrow_weight']:g} x "
+               f"the term of its {hybrid['borrow']} nearest items by the model's item vectors."
+               if hybrid.get("borrow") and hybrid.get("borrow_weight") else "")
         )
     parent = manifest.get("parent")
     lineage = (
@@ -591,12 +594,13 @@ class OpenedPackage:
     def assign(self, model: TwoTowerModel, state: dict[str, torch.Tensor] | None = None) -> None:
         assign_weights(model, self.weights() if state is None else state, self.directory, self.manifest)
 
-    def hybrid(self) -> tuple[Neighbours, float] | None:
-        """The co-occurrence neighbours and their weight when the run chose a hybrid ranking (weight above 0)."""
+    def hybrid(self) -> HybridRanking | None:
+        """The co-occurrence term as the run chose it (neighbours, weight above 0, borrowing), or None."""
         record = self.manifest.get("hybrid") or {}
         if not record.get("file"):
             return None
-        return Neighbours.load(self.directory / record["file"]), float(record["weight"])
+        return HybridRanking(Neighbours.load(self.directory / record["file"]), float(record["weight"]),
+                             int(record.get("borrow", 0)), float(record.get("borrow_weight", 0.0)))
 
 
 def open_package(directory: str | Path, *, source: str | None = None) -> OpenedPackage:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from omegaconf import DictConfig
 
 from . import registry
@@ -248,21 +249,36 @@ class Recipe(Trainer):
 
     def choose_hybrid(self, content) -> HybridChoice:
         """The model plus the co-occurrence term (hybrid.py): every weight of `hybrid.weights`, and 0, on the
-        validation split; the best is run on the test split as the system "hybrid" and exported."""
+        validation split; then, at the best weight, every borrowing weight of `hybrid.borrow_weights` (0 is the
+        term without borrowing). The best is run on the test split as the system "hybrid" and exported."""
         cfg, best_epoch = self.cfg, self.result.best_epoch
-        neighbours = Neighbours.fit(self.split.train, list(self.data.item_ids), cfg.hybrid.neighbours)
-        term = neighbours.on_catalog(list(self.data.item_ids))
+        ids = list(self.data.item_ids)
+        neighbours = Neighbours.fit(self.split.train, ids, cfg.hybrid.neighbours)
+        term = neighbours.on_catalog(ids)
         base = model_scorer(self.model, content, cfg.model.max_history)
-        validation = {}
-        for weight in sorted({0.0, *map(float, cfg.hybrid.weights)}):
-            validation[weight] = evaluate_cases(
-                hybrid_scorer(base, term, weight), self.split.validation, list(cfg.eval.ks), seed=cfg.seed, repeats=cfg.eval.repeats,
-            )
+
+        def validate(scorer):
+            return evaluate_cases(scorer, self.split.validation, list(cfg.eval.ks), seed=cfg.seed, repeats=cfg.eval.repeats)
+
+        validation = {w: validate(hybrid_scorer(base, term, w)) for w in sorted({0.0, *map(float, cfg.hybrid.weights)})}
         choice = HybridChoice(neighbours, best_weight(validation), validation)  # every weight's score: in the report
-        self.log.write({"epoch": best_epoch, "split": "validation", "system": "hybrid", "weight": choice.weight, **validation[choice.weight]})
+        if choice.weight > 0 and cfg.hybrid.borrow > 0 and any(w > 0 for w in cfg.hybrid.borrow_weights):
+            with torch.no_grad():
+                vectors = self.model.item_vectors(content.to(next(self.model.parameters()).device)).float().cpu()
+            terms = {0.0: term}
+            for b in sorted({float(w) for w in cfg.hybrid.borrow_weights if w > 0}):
+                terms[b] = neighbours.on_catalog(ids, vectors, borrow=cfg.hybrid.borrow, borrow_weight=b)
+            choice.borrow_validation = {b: validation[choice.weight] if b == 0 else validate(hybrid_scorer(base, t, choice.weight))
+                                        for b, t in terms.items()}
+            choice.borrow, choice.borrow_weight = cfg.hybrid.borrow, best_weight(choice.borrow_validation)
+            term = terms[choice.borrow_weight]
+        self.log.write({"epoch": best_epoch, "split": "validation", "system": "hybrid", "weight": choice.weight,
+                        "borrow_weight": choice.borrow_weight, **choice.chosen})
         tested = self.held_out.run("hybrid", hybrid_scorer(base, term, choice.weight))
-        self.log.write({"epoch": best_epoch, "split": "test", "system": "hybrid", "weight": choice.weight, **tested})
-        self.console.print(f"  hybrid: weight {choice.weight:g} chosen on validation ({neighbours.pairs:,} co-occurrence neighbours)")
+        self.log.write({"epoch": best_epoch, "split": "test", "system": "hybrid", "weight": choice.weight,
+                        "borrow_weight": choice.borrow_weight, **tested})
+        borrowed = f", items without co-occurrences borrowing x{choice.borrow_weight:g}" if choice.borrow_weight else ""
+        self.console.print(f"  hybrid: weight {choice.weight:g} chosen on validation ({neighbours.pairs:,} co-occurrence neighbours{borrowed})")
         return choice
 
     def export(self) -> Path | None:
@@ -304,7 +320,7 @@ class Recipe(Trainer):
             "by_history": evaluated["by_history"],
             "domain_metrics": evaluated["domain_metrics"],
             "validation": {"model": result.best_validation, **self.validation_of_baselines,
-                           **({"hybrid": self.hybrid.validation[self.hybrid.weight]} if self.hybrid else {})},
+                           **({"hybrid": self.hybrid.chosen} if self.hybrid else {})},
             "hybrid": self.hybrid_record(),
             "params": {"trainable": trainable, "total": total, "share": trainable / total},
             "adapter_bytes": self.adapter_bytes,

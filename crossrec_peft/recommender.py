@@ -64,7 +64,13 @@ class _Domain:
         """[len(histories), catalog]: what the hybrid adds to the cosines of the index's rows (None without one)."""
         if self.hybrid is None or self.index is None:
             return None
-        return self.hybrid.weight * self.hybrid.on(self.index.item_ids).scores(histories, sizes)
+        return self.hybrid.weight * self.hybrid.on(self.index.item_ids, self.vectors).scores(histories, sizes)
+
+    def hybrid_catalog(self) -> tuple[Sequence[str], torch.Tensor] | None:
+        """The catalog items borrow from (hybrid.py `Borrowing`): its ids and item vectors, None without borrowing."""
+        if self.hybrid is None or not self.hybrid.borrows or self.index is None or self.vectors is None:
+            return None
+        return self.index.item_ids, self.vectors
 
     @property
     def max_history(self) -> int:
@@ -184,7 +190,7 @@ class Recommender:
         self._domains[name] = _Domain(
             name, directory, manifest, model, shared, adapter_fingerprint(directory),
             data_dir=Path(data).expanduser() if data is not None else None, own=own,
-            hybrid=HybridRanking(*chosen) if chosen else None,
+            hybrid=chosen,
         )
         if self._active is None:
             self._active = name
@@ -539,7 +545,10 @@ class Recommender:
             out[i] = (items @ users[i]).cpu() if c else out[i]
         for i, (d, history, cands) in enumerate(zip(row_domains, histories, candidates)):
             if d.hybrid is not None and len(cands):
-                out[i] += d.hybrid.by_ids(*history_ids(history), ["" if isinstance(c, Mapping) else str(c) for c in cands])
+                if d.hybrid.borrows and any(not isinstance(c, Mapping) for c in cands):
+                    self._ensure_index(d)  # catalog candidates borrow by the catalog's item vectors
+                out[i] += d.hybrid.by_ids(*history_ids(history), ["" if isinstance(c, Mapping) else str(c) for c in cands],
+                                          d.hybrid_catalog())
         return out
 
     # -- recommending ----------------------------------------------------------------------------------------

@@ -67,17 +67,40 @@ def make_package(tiny_bert: Path, directory: Path, domain: str, method: str, *, 
     return export_package(model, cfg, directory / domain, data_summary=summary, hybrid=hybrid)
 
 
-def hybrid_choice(num_items: int, weight: float, *, seed: int = 0):
+def hybrid_choice(num_items: int, weight: float, *, seed: int = 0, bought: int | None = None, borrow: int = 0,
+                  borrow_weight: float = 0.0):
     """A HybridChoice as a run would make it (crossrec_peft/hybrid.py): neighbours fitted on random sequences
-    over the catalog items i0 .. i{num_items-1}, 4 per item, with `weight` as validation's pick."""
+    over the catalog items i0 .. i{bought-1} (all by default), 4 per item, with `weight` as validation's pick,
+    and the items never bought borrowing `borrow_weight` x their `borrow` nearest items' term."""
     import numpy as np
 
     from crossrec_peft.hybrid import HybridChoice, Neighbours
 
     rng = np.random.default_rng(seed)
-    sequences = [rng.integers(0, num_items, size=4) for _ in range(30)]
+    sequences = [rng.integers(0, bought or num_items, size=4) for _ in range(30)]
     neighbours = Neighbours.fit(sequences, [f"i{i}" for i in range(num_items)], 4)
-    return HybridChoice(neighbours, weight, {0.0: {"ndcg@10": 0.1}, weight: {"ndcg@10": 0.2}})
+    choice = HybridChoice(neighbours, weight, {0.0: {"ndcg@10": 0.1}, weight: {"ndcg@10": 0.2}})
+    if borrow:
+        choice.borrow, choice.borrow_weight = borrow, borrow_weight
+        choice.borrow_validation = {0.0: {"ndcg@10": 0.2}, borrow_weight: {"ndcg@10": 0.3}}
+    return choice
+
+
+def with_borrowing(own, vectors, scored, k: int, weight: float):
+    """The hybrid's term with borrowing written out item by item (the reference for hybrid.Borrowing): every
+    item not `scored` adds weight x the term of its k nearest scored items by cosine, shared in proportion to
+    their positive similarities."""
+    import torch
+
+    unit = torch.nn.functional.normalize(vectors.float(), dim=-1)
+    pool = scored.nonzero().view(-1)
+    out = own.clone()
+    for j in (~scored).nonzero().view(-1).tolist():
+        top = torch.topk(unit[pool] @ unit[j], min(k, len(pool)))
+        share = top.values.clamp(min=0)
+        share = share / share.sum() if share.sum() > 0 else share
+        out[:, j] += weight * (own[:, pool[top.indices]] * share).sum(1)
+    return out
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:

@@ -42,6 +42,9 @@ def test_overrides_are_dotted_and_typed():
         ("hybrid.weights=[0.5,-1]", "'hybrid.weights' must be finite and 0 or more"),
         ("hybrid.weights=[1,.inf]", "'hybrid.weights' must be finite and 0 or more"),
         ("hybrid.weigths=[1]", "Did you mean 'weights'?"),
+        ("hybrid.borrow=-1", "'hybrid.borrow' must be 0 (no borrowing) or more"),
+        ("hybrid.borrow_weights=[1,-2]", "'hybrid.borrow_weights' must be finite and 0 or more"),
+        ("hybrid.borrow_weights=[.nan]", "'hybrid.borrow_weights' must be finite and 0 or more"),
     ],
 )
 def test_bad_values_name_the_key(override, expected):

@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from crossrec_peft.baselines.itemknn import itemknn_scorer
 from crossrec_peft.errors import PackageError
-from crossrec_peft.hybrid import HybridRanking, Neighbours, best_weight, hybrid_scorer
+from crossrec_peft.hybrid import Borrowing, HybridChoice, HybridRanking, Neighbours, best_weight, hybrid_scorer
+from tests._packages import with_borrowing
 
 
 def sequences(seed: int, users: int, items: int, longest: int) -> list[np.ndarray]:
@@ -31,11 +32,16 @@ def dense_cosine(seqs: list[np.ndarray], items: int) -> torch.Tensor:
     return sim
 
 
-def reference(seqs, items: int, k: int, histories) -> torch.Tensor:
-    """Mean over each history's distinct items of sim(i, .) kept to i's k largest positive similarities."""
+def kept_similarities(seqs, items: int, k: int) -> torch.Tensor:
+    """sim(i, .) kept to i's k largest positive similarities, densely: row i is item i's neighbour list."""
     sim = dense_cosine(seqs, items)
     top = torch.topk(sim, k, dim=1)
-    kept = torch.zeros_like(sim).scatter_(1, top.indices, top.values)
+    return torch.zeros_like(sim).scatter_(1, top.indices, top.values.clamp(min=0))
+
+
+def reference(seqs, items: int, k: int, histories) -> torch.Tensor:
+    """Mean over each history's distinct items of sim(i, .) kept to i's k largest positive similarities."""
+    kept = kept_similarities(seqs, items, k)
     out = torch.zeros(len(histories), items)
     for r, h in enumerate(histories):
         distinct = sorted(set(int(i) for i in h))
@@ -145,3 +151,80 @@ def test_hybrid_scorer_adds_the_weighted_term():
     assert hybrid_scorer(base, term, 0.0) is base
     assert torch.allclose(hybrid_scorer(base, term, 0.5)(histories), 1 + 0.5 * term.scores(histories))
     assert json.dumps(term.scores(histories).tolist())  # plain floats
+
+
+# -- borrowing: items the term cannot score take their nearest items' term -------------------------------------------
+BORROW_CASES = [  # (seed, users, items, items ever bought, neighbours kept, borrow, borrow weight)
+    (10, 200, 40, 30, 40, 3, 1.0),
+    (11, 300, 60, 45, 5, 1, 2.0),
+    (12, 80, 25, 10, 25, 50, 0.5),  # more to borrow from than there are scored items: all of them
+]
+
+
+@pytest.mark.parametrize("seed, users, items, bought, k, borrow, weight", BORROW_CASES)
+def test_borrowing_scores_as_the_dense_reference(seed, users, items, bought, k, borrow, weight):
+    """Items never bought (and any the kept neighbour lists leave out) score weight x the share-weighted term
+    of their `borrow` nearest scored items by cosine; every other item scores as without borrowing."""
+    seqs = sequences(seed, users, bought, 8)
+    ids = [f"i{j}" for j in range(items)]
+    vectors = torch.randn(items, 8, generator=torch.Generator().manual_seed(seed))
+    histories = [np.array(h) for h in sequences(seed + 100, 16, bought, 6)]
+    kept = kept_similarities(seqs, items, k)
+    own = reference(seqs, items, k, histories)
+    want = with_borrowing(own, vectors, kept.gt(0).any(0), borrow, weight)
+    got = Neighbours.fit(seqs, ids, k).on_catalog(ids, vectors, borrow=borrow, borrow_weight=weight).scores(histories)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.equal(got, own)  # something was borrowed: the check above can tell
+
+
+@pytest.mark.parametrize("vectors, borrow, weight", [(None, 3, 1.0), ("random", 0, 1.0), ("random", 3, 0.0)])
+def test_borrowing_off_scores_as_the_plain_term(vectors, borrow, weight):
+    seqs = sequences(13, 100, 15, 6)
+    ids = [str(j) for j in range(20)]
+    table = Neighbours.fit(seqs, ids, 20)
+    vectors = torch.randn(20, 4) if vectors == "random" else None
+    histories = [np.array([1, 2]), np.array([3])]
+    term = table.on_catalog(ids, vectors, borrow=borrow, borrow_weight=weight)
+    assert term.borrowing is None and torch.equal(term.scores(histories), table.on_catalog(ids).scores(histories))
+
+
+def test_borrowing_in_blocks_is_borrowing_at_once():
+    scored = torch.rand(50, generator=torch.Generator().manual_seed(1)) > 0.4
+    vectors = torch.randn(50, 6, generator=torch.Generator().manual_seed(2))
+    one, blocks = Borrowing.nearest(scored, vectors, 4, 1.0), Borrowing.nearest(scored, vectors, 4, 1.0, block=3)
+    assert torch.equal(one.targets, blocks.targets) and torch.equal(one.sources, blocks.sources)
+    assert torch.allclose(one.shares, blocks.shares)
+    assert Borrowing.nearest(torch.ones(5, dtype=torch.bool), torch.randn(5, 2), 3, 1.0) is None  # nothing to borrow for
+
+
+def test_a_ranking_borrows_on_its_catalog_by_id():
+    """HybridRanking: a candidate no neighbour list holds (never bought, or new to the catalog) borrows on the
+    catalog given; without a catalog it scores 0; `borrowed_from` names the items and shares it borrows."""
+    seqs = sequences(14, 150, 12, 6)
+    table = Neighbours.fit(seqs, [str(j) for j in range(15)], 15)  # items 12, 13, 14 never bought
+    catalog = [str(j) for j in range(15)] + ["new"]
+    vectors = torch.randn(16, 5, generator=torch.Generator().manual_seed(3))
+    ranking = HybridRanking(table, weight=2.0, borrow=2, borrow_weight=1.5)
+    assert ranking.borrows
+    row = 2.0 * ranking.on(catalog, vectors).scores([[1, 4]], [3])[0]
+    got = ranking.by_ids(["1", "4"], 3, ["13", "new", "4", "absent"], (catalog, vectors))
+    assert torch.allclose(got, torch.stack([row[13], row[15], row[4], torch.tensor(0.0)]))
+    assert float(got[0]) > 0 and float(got[1]) > 0
+    assert ranking.by_ids(["1", "4"], 3, ["13", "new"]).tolist() == [0.0, 0.0]  # no catalog: nothing to borrow on
+    sources = ranking.borrowed_from("new", (catalog, vectors))
+    assert len(sources) <= 2 and sum(w for _, w in sources) == pytest.approx(1.0)
+    own = ranking.by_ids(["1", "4"], 3, [i for i, _ in sources], (catalog, vectors)) / 2.0
+    assert float(got[1]) == pytest.approx(2.0 * 1.5 * sum(w * float(v) for (_, w), v in zip(sources, own)), abs=1e-6)
+    assert ranking.borrowed_from("4", (catalog, vectors)) == []  # bought: its own term
+
+
+def test_a_choice_records_its_borrowing():
+    table = Neighbours.fit(sequences(15, 50, 10, 5), [str(j) for j in range(10)], 10)
+    choice = HybridChoice(table, 1.0, {0.0: {"ndcg@10": 0.1}, 1.0: {"ndcg@10": 0.2}})
+    assert choice.chosen == {"ndcg@10": 0.2} and choice.record()["borrow_weight"] == 0.0
+    assert "borrow_validation_ndcg@10" not in choice.record()
+    choice.borrow, choice.borrow_weight = 5, 2.0
+    choice.borrow_validation = {0.0: {"ndcg@10": 0.2}, 1.0: {"ndcg@10": 0.25}, 2.0: {"ndcg@10": 0.3}}
+    record = choice.record()
+    assert choice.chosen == {"ndcg@10": 0.3} and (record["borrow"], record["borrow_weight"]) == (5, 2.0)
+    assert record["borrow_validation_ndcg@10"] == {"0": 0.2, "1": 0.25, "2": 0.3}

@@ -264,6 +264,47 @@ def test_a_hybrid_file_the_manifest_does_not_list_is_refused(hybrid, tmp_path):
         Recommender.from_pretrained(copy, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def borrowing(tiny_bert, packages, tmp_path_factory):
+    """A hybrid package whose neighbours were fitted on i0 .. i9 only: i10 .. i15 were never bought, so they
+    borrow 2 x the term of their 3 nearest items by the model's item vectors."""
+    choice = hybrid_choice(16, HYBRID_WEIGHT, bought=10, borrow=3, borrow_weight=2.0)
+    package = make_package(tiny_bert, tmp_path_factory.mktemp("borrow"), "bor", "lora", seed=5, data=packages["data"], hybrid=choice)
+    return {"package": package, "catalog": [f"i{i}" for i in range(16)], "choice": choice}
+
+
+@pytest.mark.parametrize("history", [["i1", "i2", "i3"], ["i4", "i12"]])
+def test_items_never_bought_borrow_their_neighbours_term(borrowing, history):
+    """recommend, score, recommend_many and explain rank as the model plus the term written out by hand, where
+    every item no neighbour list holds takes 2 x the share-weighted term of its 3 nearest items."""
+    from tests._packages import with_borrowing
+
+    rec = Recommender.from_pretrained(borrowing["package"], device="cpu")
+    hybrid = rec.manifest()["hybrid"]
+    assert (hybrid["borrow"], hybrid["borrow_weight"]) == (3, 2.0)
+    catalog, neighbours = borrowing["catalog"], borrowing["choice"].neighbours
+    items, user = rec.encode_items(catalog), rec.encode_users([history])[0]
+    own = neighbours.on_catalog(catalog).scores([[catalog.index(h) for h in history]])
+    scored = torch.bincount(neighbours.index, minlength=16) > 0
+    assert not scored[10:].any()
+    term = with_borrowing(own, items, scored, 3, 2.0)[0]
+    assert float(term[10:].abs().sum()) > 0  # the never-bought items did borrow
+    scores = items @ user + HYBRID_WEIGHT * term
+    brute = sorted(((catalog[i], float(s)) for i, s in enumerate(scores) if catalog[i] not in history), key=lambda x: -x[1])[:8]
+    top = rec.recommend(history, k=8)
+    assert [i for i, _ in top] == [i for i, _ in brute]
+    torch.testing.assert_close(torch.tensor([s for _, s in top]), torch.tensor([s for _, s in brute]), atol=1e-3, rtol=0)
+    candidates = [i for i, _ in top]
+    torch.testing.assert_close(rec.score([history], candidates)[0], torch.tensor([s for _, s in top]), atol=1e-5, rtol=0)
+    many = rec.recommend_many([{"history": history, "k": 8}])[0]
+    assert [s for _, s in many] == pytest.approx([s for _, s in top], abs=1e-5)
+    never = next(i for i in candidates if int(i[1:]) >= 10)
+    why = rec.explain(history, never)["cooccurrence"]
+    assert why["borrow_weight"] == 2.0 and len(why["borrowed_from"]) <= 3
+    assert sum(b["share"] for b in why["borrowed_from"]) == pytest.approx(1.0) and why["history"] == []
+    assert "borrowed_from" not in rec.explain(history, "i5")["cooccurrence"]
+
+
 def test_recommend_cli_explains_a_hybrid_score(hybrid, capsys):
     args = ["recommend", str(hybrid["package"]), "--history", "i1", "i2", "i3", "-k", "4", "--explain"]
     assert main(args) == 0

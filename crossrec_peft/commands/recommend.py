@@ -82,8 +82,11 @@ def run(args) -> None:
                 print(f"        modalities (score lost when masked): {parts}")
             co = why.get("cooccurrence")
             if co is not None:  # a hybrid package: the model's cosine plus the co-occurrence term
-                bought = ", ".join(f"{h['item_id']} {h['similarity']:.2f}" for h in co["history"][:3]) or "no history item"
-                print(f"        model {why['model_score']:.4f} + co-occurrence {co['contribution']:+.4f} (bought with: {bought})")
+                if co.get("borrowed_from"):  # never bought in training: the term of its nearest items
+                    source = "borrowed from " + ", ".join(f"{b['item_id']} {_percent(b['share'])}" for b in co["borrowed_from"][:3])
+                else:
+                    source = "bought with: " + (", ".join(f"{h['item_id']} {h['similarity']:.2f}" for h in co["history"][:3]) or "no history item")
+                print(f"        model {why['model_score']:.4f} + co-occurrence {co['contribution']:+.4f} ({source})")
 
 
 def _percent(share: float | None) -> str:

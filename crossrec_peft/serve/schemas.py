@@ -40,10 +40,18 @@ class SimilarItem(BaseModel):
     similarity: float
 
 
+class BorrowedFrom(BaseModel):
+    item_id: str
+    share: float
+
+
 class CooccurrenceTerm(BaseModel):
     weight: float
     contribution: float = Field(description="weight x the item's mean co-occurrence similarity to the history's items")
     history: List[SimilarItem] = Field(description="history items that co-occur with the item, most similar first")
+    borrowed_from: Optional[List[BorrowedFrom]] = Field(
+        None, description="an item no neighbour list holds: the nearest items whose term it borrows, with their shares")
+    borrow_weight: Optional[float] = Field(None, description="what the borrowed term is multiplied by")
 
 
 class Explanation(BaseModel):
