@@ -16,7 +16,8 @@ user's validation or test target. This script measures that and the hybrid on bo
    users (`--drop-users`) is left out of the term and of the cases; the items only they bought stay in the
    catalog, now bought by nobody left, beside the items that are new for the users kept. The hybrid with and
    without borrowing on the kept users' test cases. (The model itself trained on every user; only the
-   term and the cases change.)
+   term and the cases change.) `--write-dead-stock DIR` also writes that catalog as a data directory (every
+   item, the kept users' interactions) for the recipe to train on end to end.
 
 It loads the package of a finished `recipe amazon` run (its config.yaml, its data and layer cache), so
 nothing trains:
@@ -30,10 +31,14 @@ Results: benchmarks/results/never_bought_<run name>.json.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 
 from crossrec_peft.config import load_config
@@ -69,11 +74,25 @@ def catalog_facts(counts: np.ndarray, cases: EvalCases, other: EvalCases | None)
     return facts
 
 
+def write_dead_stock(source: Path, out: Path, users: list[str]) -> None:
+    """A data directory with every item of `source` and the interactions of `users` only."""
+    interactions = pq.read_table(source / "interactions.parquet")
+    kept = interactions.filter(pc.is_in(pc.cast(interactions["user_id"], "string"), value_set=pa.array(users, type=pa.string())))
+    out.mkdir(parents=True)
+    shutil.copyfile(source / "items.parquet", out / "items.parquet")
+    pq.write_table(kept, out / "interactions.parquet")
+    print(f"wrote {out}: every item, {kept.num_rows:,} interactions of {len(users):,} users", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished recipe run directory (config.yaml, adapter/)")
     parser.add_argument("--drop-users", type=float, default=0.3, help="share of users left out for the dead-stock check")
+    parser.add_argument("--write-dead-stock", type=Path, metavar="DIR",
+                        help="also write the dead-stock catalog (every item, the kept users' interactions) to DIR, a new directory")
     args = parser.parse_args()
+    if args.write_dead_stock is not None and args.write_dead_stock.exists():
+        raise SystemExit(f"{args.write_dead_stock}: already exists; name a new directory")
     package = open_package(args.run / "adapter")
     chosen = package.manifest.get("hybrid")
     if not chosen:
@@ -131,6 +150,8 @@ def main() -> None:
     dead = {"users_kept": int(keep.sum()), "cases": len(cases), "never_bought": int((counts == 0).sum()),
             "bought_by_nobody_kept": int((~bought_by_kept).sum()),
             "cases_with_never_bought_target": int((counts[cases.targets] == 0).sum())}
+    if args.write_dead_stock is not None:
+        write_dead_stock(Path(cfg.data.path), args.write_dead_stock, [u for u, k in zip(recipe.data.user_ids, keep) if k])
     validation = EvalCases([h for h, k in zip(split.validation.histories, keep) if k], split.validation.targets[keep])
     neighbours = Neighbours.fit(kept, ids, cfg.hybrid.neighbours)
     for b in sorted({0.0, *map(float, cfg.hybrid.borrow_weights), borrow_weight}):
