@@ -84,6 +84,30 @@ def write_dead_stock(source: Path, out: Path, users: list[str]) -> None:
     print(f"wrote {out}: every item, {kept.num_rows:,} interactions of {len(users):,} users", flush=True)
 
 
+def hybrid_row(source: str, borrowing: str, scorer, test: EvalCases, validation: EvalCases | None, counts: np.ndarray,
+               cold: np.ndarray, cfg) -> dict:
+    """One table row: the scorer on validation (where the term's source precedes it) and on test, overall, on
+    the cold-start slice (`cold`: a mask over the test cases) and on the cases whose target `counts` (the
+    term's source) never saw."""
+    ks, seed, repeats = list(cfg.eval.ks), cfg.seed, cfg.eval.repeats
+    results, _ = rank_cases(scorer, test, ks, seed=seed, repeats=repeats)
+    validated = rank_cases(scorer, validation, ks, seed=seed, repeats=repeats)[0].summary()["ndcg@10"] if validation else ""
+    never_target = counts[test.targets] == 0
+    row = {
+        "term fitted on": source, "borrowing": borrowing, "validation ndcg@10": validated,
+        "ndcg@10": results.summary()["ndcg@10"],
+        "cold ndcg@10": results.summary(cold)["ndcg@10"],
+        "never-bought target ndcg@10": results.summary(never_target)["ndcg@10"],
+        "other targets ndcg@10": results.summary(~never_target)["ndcg@10"],
+    }
+    print(line(row), flush=True)
+    return row
+
+
+def line(row: dict) -> str:
+    return "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished recipe run directory (config.yaml, adapter/)")
@@ -116,35 +140,30 @@ def main() -> None:
     with torch.no_grad():
         vectors = recipe.model.item_vectors(content).float().cpu()
 
-    sources = {"training sequences (the recipe)": split.train, "training + validation items": split.test.histories}
-    train_counts = split.train_item_counts(recipe.num_items)
-    cold = train_counts[split.test.targets] <= cfg.eval.cold_start_max
-    facts, rows = {}, []
-    for source, sequences in sources.items():
-        counts = np.bincount(np.concatenate(sequences), minlength=recipe.num_items)
-        facts[source] = catalog_facts(counts, split.test, split.validation if sequences is split.train else None)
-        never_target = counts[split.test.targets] == 0
-        neighbours = Neighbours.fit(sequences, ids, cfg.hybrid.neighbours)
-        for b in (0.0, borrow_weight):
+    def terms(neighbours: Neighbours, borrow_weights):
+        """The term without borrowing and with each borrowing weight, labelled."""
+        for b in borrow_weights:
             term = neighbours.on_catalog(ids, vectors, borrow=borrow, borrow_weight=b) if b else neighbours.on_catalog(ids)
-            results, _ = rank_cases(hybrid_scorer(base, term, weight), split.test, ks, seed=cfg.seed, repeats=cfg.eval.repeats)
-            # Validation only where the term's source precedes it (the validation items are its targets).
-            validated = (rank_cases(hybrid_scorer(base, term, weight), split.validation, ks, seed=cfg.seed, repeats=cfg.eval.repeats)[0]
-                         .summary()["ndcg@10"] if sequences is split.train else "")
-            rows.append({
-                "term fitted on": source, "borrowing": f"{borrow} nearest x{b:g}" if b else "none",
-                "validation ndcg@10": validated,
-                "ndcg@10": results.summary()["ndcg@10"], "cold ndcg@10": results.summary(cold)["ndcg@10"],
-                "never-bought target ndcg@10": results.summary(never_target)["ndcg@10"],
-                "other targets ndcg@10": results.summary(~never_target)["ndcg@10"],
-            })
-            print(" | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in rows[-1].values()), flush=True)
+            yield (f"{borrow} nearest x{b:g}" if b else "none"), hybrid_scorer(base, term, weight)
+
+    # The term fitted on the training sequences (validation's targets come after them) and on everything known
+    # at test time (the test histories: training plus each user's validation item).
+    # The cold-start slice as the run defines it: by training interactions.
+    cold = split.train_item_counts(recipe.num_items)[split.test.targets] <= cfg.eval.cold_start_max
+    facts, rows = {}, []
+    for source, sequences in {"training sequences (the recipe)": split.train, "training + validation items": split.test.histories}.items():
+        before_validation = sequences is split.train
+        counts = np.bincount(np.concatenate(sequences), minlength=recipe.num_items)
+        facts[source] = catalog_facts(counts, split.test, split.validation if before_validation else None)
+        for label, scorer in terms(Neighbours.fit(sequences, ids, cfg.hybrid.neighbours), (0.0, borrow_weight)):
+            rows.append(hybrid_row(source, label, scorer, split.test, split.validation if before_validation else None, counts, cold, cfg))
     model_only, _ = rank_cases(base, split.test, ks, seed=cfg.seed, repeats=cfg.eval.repeats)
 
     # Dead stock: the kept users' training sequences are the term's source and their test cases the cases.
     keep = np.random.default_rng(cfg.seed).random(len(split.train)) >= args.drop_users
     kept = [s for s, k in zip(split.train, keep) if k]
     cases = EvalCases([h for h, k in zip(split.test.histories, keep) if k], split.test.targets[keep])
+    validation = EvalCases([h for h, k in zip(split.validation.histories, keep) if k], split.validation.targets[keep])
     counts = np.bincount(np.concatenate(kept), minlength=recipe.num_items)
     bought_by_kept = np.bincount(np.concatenate([*cases.histories, cases.targets]), minlength=recipe.num_items) > 0
     dead = {"users_kept": int(keep.sum()), "cases": len(cases), "never_bought": int((counts == 0).sum()),
@@ -152,23 +171,10 @@ def main() -> None:
             "cases_with_never_bought_target": int((counts[cases.targets] == 0).sum())}
     if args.write_dead_stock is not None:
         write_dead_stock(Path(cfg.data.path), args.write_dead_stock, [u for u, k in zip(recipe.data.user_ids, keep) if k])
-    validation = EvalCases([h for h, k in zip(split.validation.histories, keep) if k], split.validation.targets[keep])
-    neighbours = Neighbours.fit(kept, ids, cfg.hybrid.neighbours)
-    for b in sorted({0.0, *map(float, cfg.hybrid.borrow_weights), borrow_weight}):
-        term = neighbours.on_catalog(ids, vectors, borrow=borrow, borrow_weight=b) if b else neighbours.on_catalog(ids)
-        validated, _ = rank_cases(hybrid_scorer(base, term, weight), validation, ks, seed=cfg.seed, repeats=cfg.eval.repeats)
-        results, _ = rank_cases(hybrid_scorer(base, term, weight), cases, ks, seed=cfg.seed, repeats=cfg.eval.repeats)
-        never_target = counts[cases.targets] == 0
-        rows.append({
-            "term fitted on": f"kept users' training sequences ({1 - args.drop_users:.0%})",
-            "borrowing": f"{borrow} nearest x{b:g}" if b else "none",
-            "validation ndcg@10": validated.summary()["ndcg@10"],
-            "ndcg@10": results.summary()["ndcg@10"],
-            "cold ndcg@10": results.summary(counts[cases.targets] <= cfg.eval.cold_start_max)["ndcg@10"],
-            "never-bought target ndcg@10": results.summary(never_target)["ndcg@10"],
-            "other targets ndcg@10": results.summary(~never_target)["ndcg@10"],
-        })
-        print(" | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in rows[-1].values()), flush=True)
+    borrow_weights = sorted({0.0, *map(float, cfg.hybrid.borrow_weights), borrow_weight})
+    for label, scorer in terms(Neighbours.fit(kept, ids, cfg.hybrid.neighbours), borrow_weights):
+        rows.append(hybrid_row(f"kept users' training sequences ({1 - args.drop_users:.0%})", label, scorer, cases, validation,
+                               counts, counts[cases.targets] <= cfg.eval.cold_start_max, cfg))
 
     print(f"\n{args.run}: hybrid weight {weight:g}; the model alone: test NDCG@10 {model_only.summary()['ndcg@10']:.4f}\n")
     for source, f in facts.items():
@@ -184,7 +190,7 @@ def main() -> None:
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))
     for row in rows:
-        print("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+        print(line(row))
     write_results(f"never_bought_{args.run.name}", {
         "run": str(args.run), "weight": weight, "borrow": borrow, "borrow_weight": borrow_weight,
         "model_ndcg@10": model_only.summary()["ndcg@10"], "catalog": facts, "dead_stock": {"drop_users": args.drop_users, **dead},
