@@ -39,18 +39,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 
-from crossrec_peft.config import load_config
 from crossrec_peft.data.split import EvalCases
-from crossrec_peft.evaluation import model_scorer, rank_cases
+from crossrec_peft.evaluation import rank_cases
 from crossrec_peft.hybrid import Neighbours, hybrid_scorer
-from crossrec_peft.package import init_from_package, open_package
-from crossrec_peft.recipe_class import Recipe
-from crossrec_peft.train import make_accelerator
+from crossrec_peft.package import open_package
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_results  # noqa: E402
+from _run_package import load_run  # noqa: E402
 
 
 def catalog_facts(counts: np.ndarray, cases: EvalCases, other: EvalCases | None) -> dict:
@@ -124,21 +121,9 @@ def main() -> None:
     weight, borrow, borrow_weight = float(chosen["weight"]), int(chosen.get("borrow", 0)), float(chosen.get("borrow_weight", 0.0))
     if borrow <= 0 or borrow_weight <= 0:
         borrow, borrow_weight = 5, 2.0  # the run chose no borrowing: measure the recipe's usual pick
-    cfg = load_config(args.run / "config.yaml")
-
-    # The run's data, model and layer cache, built as the run built them; no setup(): nothing trains and nothing
-    # is written into a run directory.
-    recipe = Recipe(cfg, args.run / "unused", progress=False)
-    recipe.accelerator = make_accelerator(cfg)
-    recipe.setup_data()
-    recipe.setup_model()
-    init_from_package(recipe.model, args.run / "adapter", cfg)
-    recipe.model.eval()
-    split, ids, ks = recipe.split, list(recipe.data.item_ids), list(cfg.eval.ks)
-    content = recipe.encode(recipe.model, "encode items")
-    base = model_scorer(recipe.model, content, cfg.model.max_history)
-    with torch.no_grad():
-        vectors = recipe.model.item_vectors(content).float().cpu()
+    loaded = load_run(args.run)
+    cfg, recipe, base, vectors = loaded.cfg, loaded.recipe, loaded.base, loaded.vectors
+    split, ids, ks = loaded.split, loaded.item_ids, list(cfg.eval.ks)
 
     def terms(neighbours: Neighbours, borrow_weights):
         """The term without borrowing and with each borrowing weight, labelled."""

@@ -114,6 +114,7 @@ def child(spec: dict) -> dict:
     if hybrid is not None:
         hybrid["weight"] = report["hybrid"]["weight"]
         hybrid["borrow_weight"] = report["hybrid"].get("borrow_weight", 0.0)
+        hybrid["decay"] = report["hybrid"].get("decay", 1.0)
     return {
         "model": {**rows.pop("model"), **timing, "trainable": report["params"]["trainable"], "adapter_bytes": report["adapter_bytes"],
                   "run_s": report["total_seconds"], "train_s": report["train_seconds"], "hybrid": hybrid},
@@ -173,9 +174,10 @@ def targets(dataset: str, result: dict) -> list[dict]:
 
 
 def _borrowing(hybrid: dict) -> str:
-    """The label's borrowing part: what items never bought in training borrow (absent in results from before it)."""
-    weight = hybrid.get("borrow_weight") or 0
-    return f", never-bought items borrowing x{weight:g}" if weight else ""
+    """The label's borrowing and recency part: what items never bought in training borrow, and the decay of the
+    history items' weights (each absent in results from before it)."""
+    weight, decay = hybrid.get("borrow_weight") or 0, hybrid.get("decay", 1.0)
+    return (f", never-bought items borrowing x{weight:g}" if weight else "") + (f", recency decay {decay:g}" if decay < 1 else "")
 
 
 def markdown(dataset: str, result: dict, budget: float) -> str:

@@ -55,8 +55,9 @@ class Prepared:
     recent: list[int | Mapping[str, Any]]  # the last max_history items: index rows, or field dicts (new items)
     excluded: list[int] = field(default_factory=list)  # index rows left out of the results
     k: int = 10
-    history_rows: list[int] = field(default_factory=list)  # index rows of the whole history (the hybrid's term)
-    history_size: int = 0  # distinct history items, new ones (fields) included
+    # The whole history as index rows, oldest first, for the hybrid's term: an item given by fields has a row
+    # below 0 of its own (it counts in the term's mean, adding nothing; hybrid.history_rows).
+    history_rows: list[int] = field(default_factory=list)
 
 
 def index_rows(d: "_Domain") -> dict[str, int]:
@@ -116,8 +117,8 @@ def prepare(rec: "Recommender", query: Query) -> Prepared:
                          field="history", kind="unknown_item")
     known = sorted({r for r in resolved if isinstance(r, int)})
     excluded = known if query.exclude_history else []
-    size = len(known) + sum(isinstance(r, Mapping) for r in resolved)
-    return Prepared(query, d, resolved[-d.max_history :], excluded, k, known, size)
+    rows_of_history = [r if isinstance(r, int) else -1 - p for p, r in enumerate(resolved)]
+    return Prepared(query, d, resolved[-d.max_history :], excluded, k, rows_of_history)
 
 
 @torch.no_grad()
@@ -150,7 +151,7 @@ def compute(rec: "Recommender", batch: Sequence[Prepared]) -> list[list[tuple[st
                 history[j, position] = vector.to(history.dtype).cpu()
         users = d.model.user_vectors(history.to(rec.device), mask.to(rec.device)).float()
         scores = users @ d.vectors.T  # [B, N]
-        extra = d.extra_scores([batch[i].history_rows for i in members], [batch[i].history_size for i in members])
+        extra = d.extra_scores([batch[i].history_rows for i in members])
         if extra is not None:
             scores = scores + extra.to(scores.device)
         drop_rows = [j for j, i in enumerate(members) for _ in batch[i].excluded]

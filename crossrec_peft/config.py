@@ -147,6 +147,9 @@ class HybridConfig:
     # `borrow_weights` (and 0, none) is tried on validation at the weight chosen above. 0 turns it off.
     borrow: int = 5
     borrow_weights: List[float] = field(default_factory=lambda: [1.0, 2.0])
+    # The history items weighted by recency: decay^(steps from an item's last occurrence to the end). Each
+    # decay here (and 1, the plain mean) is tried on validation with the weight and borrowing chosen above.
+    decays: List[float] = field(default_factory=list)
 
 
 @dataclass
@@ -434,6 +437,9 @@ def validate(cfg: DictConfig) -> None:
     borrow_weights = list(cfg.hybrid.borrow_weights)
     if any(not math.isfinite(w) or w < 0 for w in borrow_weights):
         raise ConfigError(f"'hybrid.borrow_weights' must be finite and 0 or more, got {borrow_weights}.")
+    decays = list(cfg.hybrid.decays)
+    if any(not math.isfinite(d) or not 0 < d <= 1 for d in decays):
+        raise ConfigError(f"'hybrid.decays' must each lie in (0, 1] (1: the plain mean), got {decays}.")
 
 
 def _dotted(name: str) -> bool:

@@ -40,7 +40,6 @@ import torch.nn.functional as F
 
 from .batched import Query, QueryError, index_rows, prepare
 from .errors import DataError
-from .hybrid import history_ids
 
 if TYPE_CHECKING:
     from .recommender import Recommender, _Domain
@@ -106,18 +105,20 @@ def _add_cooccurrence(d: "_Domain", history: list, out: list[dict[str, Any]]) ->
     """A hybrid domain's co-occurrence term (hybrid.py) beside the model's score: `score` becomes what
     `recommend` ranks by, `model_score` keeps the cosine the history and modality terms explain, and
     `cooccurrence` gives the term and each history item's similarity to the item (the term is `weight` times
-    their mean over the distinct history items)."""
+    their mean over the distinct history items, each with its `share` of that mean: equal shares, or more for
+    recent items where the run chose a recency decay)."""
     assert d.hybrid is not None
-    ids, size = history_ids(history)
+    ids = [str(h) for h in history if not isinstance(h, Mapping)]
+    shares = d.hybrid.history_shares(history)
     catalog = d.hybrid_catalog()
     for entry in out:
-        term = float(d.hybrid.by_ids(ids, size, [entry["item_id"]], catalog)[0])
+        term = float(d.hybrid.by_ids(history, [entry["item_id"]], catalog)[0])
         similar = [(h, v) for h, v in d.hybrid.per_history_item(ids, entry["item_id"]).items() if v > 0]
         entry["model_score"] = entry["score"]
         entry["score"] = entry["model_score"] + term
         entry["cooccurrence"] = {
             "weight": d.hybrid.weight, "contribution": term,
-            "history": [{"item_id": h, "similarity": v} for h, v in sorted(similar, key=lambda t: -t[1])],
+            "history": [{"item_id": h, "similarity": v, "share": shares[h]} for h, v in sorted(similar, key=lambda t: -t[1])],
         }
         borrowed = d.hybrid.borrowed_from(entry["item_id"], catalog)
         if borrowed:  # an item no neighbour list holds: its term is its nearest items' (hybrid.py Borrowing)

@@ -600,7 +600,8 @@ class OpenedPackage:
         if not record.get("file"):
             return None
         return HybridRanking(Neighbours.load(self.directory / record["file"]), float(record["weight"]),
-                             int(record.get("borrow", 0)), float(record.get("borrow_weight", 0.0)))
+                             int(record.get("borrow", 0)), float(record.get("borrow_weight", 0.0)),
+                             float(record.get("decay", 1.0)))  # packages from before recency weighting: the plain mean
 
 
 def open_package(directory: str | Path, *, source: str | None = None) -> OpenedPackage:

@@ -27,7 +27,7 @@ from .data.source import model_fields
 from .errors import ConfigError, did_you_mean
 from .evaluation import HeldOutEvaluation, encode_catalog, evaluate_cases, model_scorer
 from .hybrid import FILE as HYBRID_FILE
-from .hybrid import HybridChoice, Neighbours, best_weight, hybrid_scorer
+from .hybrid import HybridChoice, Neighbours, best_decay, best_weight, hybrid_scorer
 from .methods.base import count_parameters
 from .model import build_model
 from .objectives import objective_context
@@ -250,7 +250,8 @@ class Recipe(Trainer):
     def choose_hybrid(self, content) -> HybridChoice:
         """The model plus the co-occurrence term (hybrid.py): every weight of `hybrid.weights`, and 0, on the
         validation split; then, at the best weight, every borrowing weight of `hybrid.borrow_weights` (0 is the
-        term without borrowing). The best is run on the test split as the system "hybrid" and exported."""
+        term without borrowing); then, with both, every recency decay of `hybrid.decays` (1 is the plain
+        mean). The best is run on the test split as the system "hybrid" and exported."""
         cfg, best_epoch = self.cfg, self.result.best_epoch
         ids = list(self.data.item_ids)
         neighbours = Neighbours.fit(self.split.train, ids, cfg.hybrid.neighbours)
@@ -262,6 +263,7 @@ class Recipe(Trainer):
 
         validation = {w: validate(hybrid_scorer(base, term, w)) for w in sorted({0.0, *map(float, cfg.hybrid.weights)})}
         choice = HybridChoice(neighbours, best_weight(validation), validation)  # every weight's score: in the report
+        vectors = None
         if choice.weight > 0 and cfg.hybrid.borrow > 0 and any(w > 0 for w in cfg.hybrid.borrow_weights):
             with torch.no_grad():
                 vectors = self.model.item_vectors(content.to(next(self.model.parameters()).device)).float().cpu()
@@ -272,12 +274,22 @@ class Recipe(Trainer):
                                         for b, t in terms.items()}
             choice.borrow, choice.borrow_weight = cfg.hybrid.borrow, best_weight(choice.borrow_validation)
             term = terms[choice.borrow_weight]
+        if choice.weight > 0 and any(d < 1 for d in cfg.hybrid.decays):
+            terms = {1.0: term}
+            for d in sorted({float(d) for d in cfg.hybrid.decays if d < 1}):
+                terms[d] = neighbours.on_catalog(ids, vectors if choice.borrow_weight else None, borrow=choice.borrow,
+                                                 borrow_weight=choice.borrow_weight, decay=d)
+            choice.decay_validation = {d: choice.chosen if d == 1 else validate(hybrid_scorer(base, t, choice.weight))
+                                       for d, t in terms.items()}
+            choice.decay = best_decay(choice.decay_validation)
+            term = terms[choice.decay]
         self.log.write({"epoch": best_epoch, "split": "validation", "system": "hybrid", "weight": choice.weight,
-                        "borrow_weight": choice.borrow_weight, **choice.chosen})
+                        "borrow_weight": choice.borrow_weight, "decay": choice.decay, **choice.chosen})
         tested = self.held_out.run("hybrid", hybrid_scorer(base, term, choice.weight))
         self.log.write({"epoch": best_epoch, "split": "test", "system": "hybrid", "weight": choice.weight,
-                        "borrow_weight": choice.borrow_weight, **tested})
+                        "borrow_weight": choice.borrow_weight, "decay": choice.decay, **tested})
         borrowed = f", items without co-occurrences borrowing x{choice.borrow_weight:g}" if choice.borrow_weight else ""
+        borrowed += f", recent items weighted by decay {choice.decay:g}" if choice.decay < 1 else ""
         self.console.print(f"  hybrid: weight {choice.weight:g} chosen on validation ({neighbours.pairs:,} co-occurrence neighbours{borrowed})")
         return choice
 

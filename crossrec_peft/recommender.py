@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError, PackageError, closest, did_you_mean
-from .hybrid import HybridRanking, history_ids
+from .hybrid import HybridRanking
 from .index import (
     Catalog, FaissSearch, Index, adapter_fingerprint, catalog_fingerprint, check_index, default_path, exact_top_k,
     load_catalog, read_index, save_index,
@@ -60,11 +60,12 @@ class _Domain:
     faiss: FaissSearch | None = field(default=None, repr=False)
     hybrid: HybridRanking | None = field(default=None, repr=False)  # the co-occurrence term the run chose, if any
 
-    def extra_scores(self, histories: Sequence[Sequence[int]], sizes: Sequence[int] | None = None) -> torch.Tensor | None:
-        """[len(histories), catalog]: what the hybrid adds to the cosines of the index's rows (None without one)."""
+    def extra_scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor | None:
+        """[len(histories), catalog]: what the hybrid adds to the cosines of the index's rows (None without one),
+        for histories of index rows, oldest first (below 0: an item given by its fields, `hybrid.history_rows`)."""
         if self.hybrid is None or self.index is None:
             return None
-        return self.hybrid.weight * self.hybrid.on(self.index.item_ids, self.vectors).scores(histories, sizes)
+        return self.hybrid.weight * self.hybrid.on(self.index.item_ids, self.vectors).scores(histories)
 
     def hybrid_catalog(self) -> tuple[Sequence[str], torch.Tensor] | None:
         """The catalog items borrow from (hybrid.py `Borrowing`): its ids and item vectors, None without borrowing."""
@@ -547,7 +548,7 @@ class Recommender:
             if d.hybrid is not None and len(cands):
                 if d.hybrid.borrows and any(not isinstance(c, Mapping) for c in cands):
                     self._ensure_index(d)  # catalog candidates borrow by the catalog's item vectors
-                out[i] += d.hybrid.by_ids(*history_ids(history), ["" if isinstance(c, Mapping) else str(c) for c in cands],
+                out[i] += d.hybrid.by_ids(history, ["" if isinstance(c, Mapping) else str(c) for c in cands],
                                           d.hybrid_catalog())
         return out
 

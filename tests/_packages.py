@@ -68,10 +68,11 @@ def make_package(tiny_bert: Path, directory: Path, domain: str, method: str, *, 
 
 
 def hybrid_choice(num_items: int, weight: float, *, seed: int = 0, bought: int | None = None, borrow: int = 0,
-                  borrow_weight: float = 0.0):
+                  borrow_weight: float = 0.0, decay: float = 1.0):
     """A HybridChoice as a run would make it (crossrec_peft/hybrid.py): neighbours fitted on random sequences
     over the catalog items i0 .. i{bought-1} (all by default), 4 per item, with `weight` as validation's pick,
-    and the items never bought borrowing `borrow_weight` x their `borrow` nearest items' term."""
+    and the items never bought borrowing `borrow_weight` x their `borrow` nearest items' term, the history items
+    weighted by recency `decay`."""
     import numpy as np
 
     from crossrec_peft.hybrid import HybridChoice, Neighbours
@@ -83,6 +84,8 @@ def hybrid_choice(num_items: int, weight: float, *, seed: int = 0, bought: int |
     if borrow:
         choice.borrow, choice.borrow_weight = borrow, borrow_weight
         choice.borrow_validation = {0.0: {"ndcg@10": 0.2}, borrow_weight: {"ndcg@10": 0.3}}
+    if decay < 1:
+        choice.decay, choice.decay_validation = decay, {1.0: choice.chosen, decay: {"ndcg@10": 0.4}}
     return choice
 
 

@@ -45,6 +45,8 @@ def test_overrides_are_dotted_and_typed():
         ("hybrid.borrow=-1", "'hybrid.borrow' must be 0 (no borrowing) or more"),
         ("hybrid.borrow_weights=[1,-2]", "'hybrid.borrow_weights' must be finite and 0 or more"),
         ("hybrid.borrow_weights=[.nan]", "'hybrid.borrow_weights' must be finite and 0 or more"),
+        ("hybrid.decays=[0.8,1.5]", "'hybrid.decays' must each lie in (0, 1]"),
+        ("hybrid.decays=[0]", "'hybrid.decays' must each lie in (0, 1]"),
     ],
 )
 def test_bad_values_name_the_key(override, expected):

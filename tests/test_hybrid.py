@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from crossrec_peft.baselines.itemknn import itemknn_scorer
 from crossrec_peft.errors import PackageError
-from crossrec_peft.hybrid import Borrowing, HybridChoice, HybridRanking, Neighbours, best_weight, hybrid_scorer
+from crossrec_peft.hybrid import (Borrowing, HybridChoice, HybridRanking, Neighbours, best_decay, best_weight, history_rows,
+                                  hybrid_scorer, recency_shares)
 from tests._packages import with_borrowing
 
 
@@ -39,32 +40,61 @@ def kept_similarities(seqs, items: int, k: int) -> torch.Tensor:
     return torch.zeros_like(sim).scatter_(1, top.indices, top.values.clamp(min=0))
 
 
-def reference(seqs, items: int, k: int, histories) -> torch.Tensor:
-    """Mean over each history's distinct items of sim(i, .) kept to i's k largest positive similarities."""
+def reference(seqs, items: int, k: int, histories, decay: float = 1.0) -> torch.Tensor:
+    """Mean over each history's distinct items of sim(i, .) kept to i's k largest positive similarities; with
+    `decay`, item i weighted decay^(steps from its last occurrence to the end), the weights summing to 1."""
     kept = kept_similarities(seqs, items, k)
     out = torch.zeros(len(histories), items)
     for r, h in enumerate(histories):
-        distinct = sorted(set(int(i) for i in h))
-        out[r] = kept[distinct].sum(0) / len(distinct)
+        h = [int(i) for i in h]
+        distinct = sorted(set(h))
+        age = {i: len(h) - 1 - max(p for p, j in enumerate(h) if j == i) for i in distinct}
+        w = torch.tensor([decay ** age[i] for i in distinct], dtype=torch.float64)
+        out[r] = ((w / w.sum()).float().view(-1, 1) * kept[distinct]).sum(0)
     return out
 
 
-CASES = [  # (seed, users, items, longest sequence, neighbours kept, block of items per step)
-    (0, 200, 40, 8, 40, 7),
-    (1, 300, 120, 12, 5, 64),
-    (2, 50, 30, 3, 1, 1024),
+CASES = [  # (seed, users, items, longest sequence, neighbours kept, block of items per step, recency decay)
+    (0, 200, 40, 8, 40, 7, 1.0),
+    (1, 300, 120, 12, 5, 64, 1.0),
+    (2, 50, 30, 3, 1, 1024, 1.0),
+    (0, 200, 40, 8, 40, 7, 0.8),
+    (1, 300, 120, 12, 5, 64, 0.3),
 ]
 
 
-@pytest.mark.parametrize("seed, users, items, longest, k, block", CASES)
-def test_neighbours_score_as_the_dense_reference(seed, users, items, longest, k, block):
+@pytest.mark.parametrize("seed, users, items, longest, k, block, decay", CASES)
+def test_neighbours_score_as_the_dense_reference(seed, users, items, longest, k, block, decay):
     seqs = sequences(seed, users, items, longest)
     ids = [f"i{j}" for j in range(items)]
     table = Neighbours.fit(seqs, ids, k, block=block)
-    histories = [np.array(h) for h in sequences(seed + 100, 16, items, 6)]
-    got = table.on_catalog(ids).scores(histories)
-    assert torch.allclose(got, reference(seqs, items, k, histories), atol=1e-6)
+    histories = [np.array(h) for h in sequences(seed + 100, 16, items, 6)]  # repeats included: the last one counts
+    got = table.on_catalog(ids, decay=decay).scores(histories)
+    assert torch.allclose(got, reference(seqs, items, k, histories, decay), atol=1e-6)
     assert int(table.indptr.diff().max()) <= k
+    if decay < 1:  # the weighting changed something: the check above can tell
+        assert not torch.allclose(got, reference(seqs, items, k, histories), atol=1e-6)
+
+
+@pytest.mark.parametrize("history, decay, want", [
+    ([1, 2, 3], 1.0, {1: 1 / 3, 2: 1 / 3, 3: 1 / 3}),
+    ([1, 2, 1], 1.0, {2: 0.5, 1: 0.5}),  # distinct items: a repeat counts once
+    ([1, 2], 0.5, {2: 2 / 3, 1: 1 / 3}),  # the last item counts 1, the one before 0.5
+    ([1, 2, 1], 0.5, {1: 2 / 3, 2: 1 / 3}),  # a repeated item is as recent as its last occurrence
+    (["a"], 0.1, {"a": 1.0}),
+])
+def test_recency_shares(history, decay, want):
+    got = recency_shares(history, decay)
+    assert got == pytest.approx(want) and sum(got.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("history, rows", [
+    (["a", "b"], [0, 1]),
+    (["a", {"title": "new"}, "b"], [0, -2, 1]),  # an item given by fields: a row below 0 of its own
+    (["x", "a", "x", {"t": 1}, {"t": 1}], [-1, 0, -1, -4, -5]),  # an unknown id once however often; fields each once
+])
+def test_history_rows(history, rows):
+    assert history_rows(history, {"a": 0, "b": 1}) == rows
 
 
 def test_untruncated_is_item_knn_as_a_mean():
@@ -125,21 +155,40 @@ def test_new_items_count_in_the_mean_and_add_nothing():
     seqs = sequences(7, 200, 25, 8)
     ids = [str(j) for j in range(25)]
     ranking = HybridRanking(Neighbours.fit(seqs, ids, 25), weight=2.0)
-    alone = ranking.by_ids(["3", "4"], 2, ids)
-    with_new = ranking.by_ids(["3", "4"], 3, ids)  # a third history item given by its fields
+    alone = ranking.by_ids(["3", "4"], ids)
+    with_new = ranking.by_ids(["3", {"title": "a new item"}, "4"], ids)  # a history item given by its fields
     assert torch.allclose(with_new, alone * 2 / 3)
+    assert torch.allclose(ranking.by_ids(["3", "unknown", "4", "unknown"], ids), alone * 2 / 3)  # an id without neighbours
     sims = ranking.per_history_item(["3", "4"], "9")
     assert float(alone[9]) == pytest.approx(2.0 * (sims["3"] + sims["4"]) / 2, abs=1e-6)
-    assert ranking.by_ids(["3"], 1, ["unknown"]).tolist() == [0.0]
+    assert ranking.by_ids(["3"], ["unknown"]).tolist() == [0.0]
 
 
-@pytest.mark.parametrize("scores, chosen", [
-    ({0.0: 0.10, 0.5: 0.12, 1.0: 0.11}, 0.5),
-    ({0.0: 0.10, 0.5: 0.10, 1.0: 0.09}, 0.0),  # a tie: the smaller weight, the model alone
-    ({0.0: 0.10, 1.0: 0.13, 2.0: 0.13}, 1.0),
+def test_a_ranking_weights_recent_items_by_its_decay():
+    """HybridRanking with a decay: by id as on catalog rows, each item's share as recency_shares gives it."""
+    seqs = sequences(9, 200, 25, 8)
+    ids = [str(j) for j in range(25)]
+    table = Neighbours.fit(seqs, ids, 25)
+    ranking = HybridRanking(table, weight=2.0, decay=0.5)
+    history = ["3", {"title": "new"}, "4", "3", "7"]
+    got = ranking.by_ids(history, ids)
+    shares = ranking.history_shares(history)  # 7 last (1), 3 one step before (0.5), 4 (0.25), the new item (0.125)
+    assert shares == pytest.approx({"3": 0.5 / 1.875, "4": 0.25 / 1.875, "7": 1 / 1.875})
+    sims = {c: ranking.per_history_item(["3", "4", "7"], c) for c in ids}
+    want = torch.tensor([2.0 * sum(shares[h] * sims[c][h] for h in shares) for c in ids])
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, HybridRanking(table, weight=2.0).by_ids(history, ids), atol=1e-6)
+
+
+@pytest.mark.parametrize("pick, scores, chosen", [
+    (best_weight, {0.0: 0.10, 0.5: 0.12, 1.0: 0.11}, 0.5),
+    (best_weight, {0.0: 0.10, 0.5: 0.10, 1.0: 0.09}, 0.0),  # a tie: the smaller weight, the model alone
+    (best_weight, {0.0: 0.10, 1.0: 0.13, 2.0: 0.13}, 1.0),
+    (best_decay, {1.0: 0.10, 0.8: 0.11, 0.5: 0.09}, 0.8),
+    (best_decay, {1.0: 0.10, 0.8: 0.10}, 1.0),  # a tie: the plain mean
 ])
-def test_validation_picks_the_best_weight(scores, chosen):
-    assert best_weight({w: {"ndcg@10": v} for w, v in scores.items()}) == chosen
+def test_validation_picks_the_best(pick, scores, chosen):
+    assert pick({w: {"ndcg@10": v} for w, v in scores.items()}) == chosen
 
 
 def test_hybrid_scorer_adds_the_weighted_term():
@@ -206,14 +255,15 @@ def test_a_ranking_borrows_on_its_catalog_by_id():
     vectors = torch.randn(16, 5, generator=torch.Generator().manual_seed(3))
     ranking = HybridRanking(table, weight=2.0, borrow=2, borrow_weight=1.5)
     assert ranking.borrows
-    row = 2.0 * ranking.on(catalog, vectors).scores([[1, 4]], [3])[0]
-    got = ranking.by_ids(["1", "4"], 3, ["13", "new", "4", "absent"], (catalog, vectors))
+    history = ["1", {"title": "a new item"}, "4"]
+    row = 2.0 * ranking.on(catalog, vectors).scores([[1, -1, 4]])[0]
+    got = ranking.by_ids(history, ["13", "new", "4", "absent"], (catalog, vectors))
     assert torch.allclose(got, torch.stack([row[13], row[15], row[4], torch.tensor(0.0)]))
     assert float(got[0]) > 0 and float(got[1]) > 0
-    assert ranking.by_ids(["1", "4"], 3, ["13", "new"]).tolist() == [0.0, 0.0]  # no catalog: nothing to borrow on
+    assert ranking.by_ids(history, ["13", "new"]).tolist() == [0.0, 0.0]  # no catalog: nothing to borrow on
     sources = ranking.borrowed_from("new", (catalog, vectors))
     assert len(sources) <= 2 and sum(w for _, w in sources) == pytest.approx(1.0)
-    own = ranking.by_ids(["1", "4"], 3, [i for i, _ in sources], (catalog, vectors)) / 2.0
+    own = ranking.by_ids(history, [i for i, _ in sources], (catalog, vectors)) / 2.0
     assert float(got[1]) == pytest.approx(2.0 * 1.5 * sum(w * float(v) for (_, w), v in zip(sources, own)), abs=1e-6)
     assert ranking.borrowed_from("4", (catalog, vectors)) == []  # bought: its own term
 
@@ -228,3 +278,8 @@ def test_a_choice_records_its_borrowing():
     record = choice.record()
     assert choice.chosen == {"ndcg@10": 0.3} and (record["borrow"], record["borrow_weight"]) == (5, 2.0)
     assert record["borrow_validation_ndcg@10"] == {"0": 0.2, "1": 0.25, "2": 0.3}
+    assert record["decay"] == 1.0 and "decay_validation_ndcg@10" not in record
+    choice.decay, choice.decay_validation = 0.8, {1.0: {"ndcg@10": 0.3}, 0.8: {"ndcg@10": 0.32}}
+    record = choice.record()
+    assert choice.chosen == {"ndcg@10": 0.32} and record["decay"] == 0.8
+    assert record["decay_validation_ndcg@10"] == {"0.8": 0.32, "1": 0.3}

@@ -80,9 +80,10 @@ def test_recipe_amazon_options_can_be_overridden(key, value):
 
 def test_the_hybrid_is_chosen_on_validation_reported_and_exported(tiny_bert, tmp_path):
     """hybrid.enabled: every weight (and 0) is scored on validation, then at the best weight every borrowing
-    weight (and 0); the best is the reported system "hybrid", and the package carries it: the co-occurrence
-    file exactly when the chosen weight is above 0, with the borrowing chosen. (The tiny run chooses weight 2
-    and borrowing: its catalog has items never bought in training.)"""
+    weight (and 0), then with both every recency decay (and 1); the best is the reported system "hybrid", and
+    the package carries it: the co-occurrence file exactly when the chosen weight is above 0, with the
+    borrowing and decay chosen. (The tiny run chooses weight 2 and borrowing: its catalog has items never
+    bought in training.)"""
     from crossrec_peft.hybrid import FILE
     from crossrec_peft.package import MANIFEST
 
@@ -90,7 +91,7 @@ def test_the_hybrid_is_chosen_on_validation_reported_and_exported(tiny_bert, tmp
     report = json.loads((out / "report.json").read_text())
     grid = report["hybrid"]["validation_ndcg@10"]
     assert set(grid) == {"0", "0.5", "2"}
-    chosen, picked = report["hybrid"]["weight"], report["hybrid"]["borrow_weight"]
+    chosen, picked, decay = report["hybrid"]["weight"], report["hybrid"]["borrow_weight"], report["hybrid"]["decay"]
     assert grid[f"{chosen:g}"] == max(grid.values())
     chosen_validation = grid[f"{chosen:g}"]
     if chosen > 0:  # then each borrowing weight, and 0 (the term alone), at that weight
@@ -98,20 +99,26 @@ def test_the_hybrid_is_chosen_on_validation_reported_and_exported(tiny_bert, tmp
         assert set(borrowed) == {"0", "1", "2"} and borrowed["0"] == grid[f"{chosen:g}"]
         assert borrowed[f"{picked:g}"] == max(borrowed.values()) and report["hybrid"]["borrow"] == 5
         chosen_validation = borrowed[f"{picked:g}"]
+        decays = report["hybrid"]["decay_validation_ndcg@10"]  # the recipe's decays: 0.8, and 1 (the plain mean)
+        assert set(decays) == {"0.8", "1"} and decays["1"] == chosen_validation
+        assert decays[f"{decay:g}"] == max(decays.values())
+        chosen_validation = decays[f"{decay:g}"]
+    else:
+        assert decay == 1.0 and "decay_validation_ndcg@10" not in report["hybrid"]
     assert chosen_validation == report["validation"]["hybrid"]["ndcg@10"]
     assert grid["0"] == pytest.approx(report["validation"]["model"]["ndcg@10"], abs=1e-9)  # weight 0 is the model
     assert set(report["metrics"]) == {"model", "hybrid", "itemknn"}
     if chosen == 0:
         assert report["metrics"]["hybrid"] == report["metrics"]["model"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    hybrid_records = [(r["weight"], r["borrow_weight"]) for r in records if r.get("system") == "hybrid"]
-    assert hybrid_records == [(chosen, picked), (chosen, picked)]  # validation, test
+    hybrid_records = [(r["weight"], r["borrow_weight"], r["decay"]) for r in records if r.get("system") == "hybrid"]
+    assert hybrid_records == [(chosen, picked, decay), (chosen, picked, decay)]  # validation, test
     manifest = json.loads((out / "adapter" / MANIFEST).read_text())
     assert manifest["hybrid"]["weight"] == chosen and manifest["hybrid"]["neighbours"] == 100
-    assert manifest["hybrid"]["borrow_weight"] == picked
+    assert manifest["hybrid"]["borrow_weight"] == picked and manifest["hybrid"]["decay"] == decay
     assert (manifest["hybrid"]["file"] == FILE) == (chosen > 0) == (out / "adapter" / FILE).is_file()
     assert report["hybrid"]["bytes"] == ((out / "adapter" / FILE).stat().st_size if chosen > 0 else 0)
     rec = Recommender.from_pretrained(out / "adapter", data=data)
     assert (rec._domains[rec.domain].hybrid is not None) == (chosen > 0)
     if chosen > 0:
-        assert rec._domains[rec.domain].hybrid.borrows == (picked > 0)
+        assert rec._domains[rec.domain].hybrid.borrows == (picked > 0) and rec._domains[rec.domain].hybrid.decay == decay

@@ -237,11 +237,54 @@ def test_a_new_history_item_counts_in_the_hybrid_mean(hybrid):
     catalog, term = hybrid["catalog"], hybrid["term"]
     history = ["i1", "i2", {"title": "a brand new lamp", "category": "c1"}]
     user = rec.encode_users([history])[0]
-    scores = rec.encode_items(catalog) @ user + HYBRID_WEIGHT * term.scores([[1, 2]], [3])[0]
+    scores = rec.encode_items(catalog) @ user + HYBRID_WEIGHT * term.scores([[1, 2, -1]])[0]
     brute = sorted(((catalog[i], float(s)) for i, s in enumerate(scores) if catalog[i] not in ("i1", "i2")), key=lambda x: -x[1])[:5]
     got = rec.recommend_many([{"history": history, "k": 5}])[0]
     assert [i for i, _ in got] == [i for i, _ in brute]
     torch.testing.assert_close(rec.score([history], [i for i, _ in brute])[0], torch.tensor([s for _, s in brute]), atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def recency(tiny_bert, packages, tmp_path_factory):
+    """A hybrid package whose run chose recency decay 0.5: the last history item counts twice the one before."""
+    choice = hybrid_choice(16, HYBRID_WEIGHT, decay=0.5)
+    package = make_package(tiny_bert, tmp_path_factory.mktemp("recency"), "rec", "lora", seed=5, data=packages["data"], hybrid=choice)
+    return {"package": package, "catalog": [f"i{i}" for i in range(16)], "choice": choice}
+
+
+@pytest.mark.parametrize("history", [["i1", "i2", "i3"], ["i3", "i2", "i1"], ["i5", {"title": "a brand new lamp", "category": "c1"}, "i9", "i5"]])
+def test_a_hybrid_package_weights_recent_items_by_its_decay(recency, history):
+    """recommend_many, score and explain rank as the model plus the term with each history item weighted
+    0.5^(steps from its last occurrence to the end), written out by hand; an order changes the ranking."""
+    rec = Recommender.from_pretrained(recency["package"], device="cpu")
+    assert rec.manifest()["hybrid"]["decay"] == 0.5
+    catalog, neighbours = recency["catalog"], recency["choice"].neighbours
+    plain = neighbours.on_catalog(catalog)  # decay 1: each history item's row of similarities, one at a time
+    ages = {h: len(history) - 1 - max(p for p, x in enumerate(history) if x == h) for h in history if isinstance(h, str)}
+    fields = sum(isinstance(h, dict) for h in history)  # the new item is third from the end: 0.25
+    total = sum(0.5 ** a for a in ages.values()) + 0.25 * fields
+    term = sum(0.5 ** a / total * plain.scores([[catalog.index(h)]])[0] for h, a in ages.items())
+    user = rec.encode_users([history])[0]
+    scores = rec.encode_items(catalog) @ user + HYBRID_WEIGHT * term
+    brute = sorted(((catalog[i], float(s)) for i, s in enumerate(scores) if catalog[i] not in ages), key=lambda x: -x[1])[:6]
+    many = rec.recommend_many([{"history": history, "k": 6}])[0]
+    assert [i for i, _ in many] == [i for i, _ in brute]
+    assert [s for _, s in many] == pytest.approx([s for _, s in brute], abs=1e-3)  # the model's paths differ by ~1e-4
+    torch.testing.assert_close(rec.score([history], [i for i, _ in many])[0], torch.tensor([s for _, s in many]), atol=1e-5, rtol=0)
+    why = rec.explain(history, many[0][0])
+    assert why["score"] == pytest.approx(many[0][1], abs=1e-5)
+    assert {h["item_id"]: h["share"] for h in why["cooccurrence"]["history"]} == pytest.approx(
+        {h["item_id"]: 0.5 ** ages[h["item_id"]] / total for h in why["cooccurrence"]["history"]})
+    if all(isinstance(h, str) for h in history):
+        assert [i for i, _ in rec.recommend(history, k=6)] == [i for i, _ in brute]
+
+
+def test_recency_changes_what_the_hybrid_ranks(recency):
+    """Two orders of the same history rank differently: otherwise the checks above could not tell."""
+    rec = Recommender.from_pretrained(recency["package"], device="cpu")
+    first, second = rec.score([["i1", "i2", "i3"], ["i3", "i2", "i1"]], recency["catalog"][4:])
+    assert not torch.allclose(first - rec.encode_users([["i1", "i2", "i3"]])[0] @ rec.encode_items(recency["catalog"][4:]).T,
+                              second - rec.encode_users([["i3", "i2", "i1"]])[0] @ rec.encode_items(recency["catalog"][4:]).T, atol=1e-4)
 
 
 def test_faiss_search_ranks_the_hybrid_as_exact_search(hybrid):
