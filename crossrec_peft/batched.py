@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 
 from .errors import ConfigError, did_you_mean
+from .hybrid import history_rows
 
 if TYPE_CHECKING:
     from .recommender import Recommender, _Domain
@@ -117,8 +118,7 @@ def prepare(rec: "Recommender", query: Query) -> Prepared:
                          field="history", kind="unknown_item")
     known = sorted({r for r in resolved if isinstance(r, int)})
     excluded = known if query.exclude_history else []
-    rows_of_history = [r if isinstance(r, int) else -1 - p for p, r in enumerate(resolved)]
-    return Prepared(query, d, resolved[-d.max_history :], excluded, k, rows_of_history)
+    return Prepared(query, d, resolved[-d.max_history :], excluded, k, history_rows(history, rows))
 
 
 @torch.no_grad()
