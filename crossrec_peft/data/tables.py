@@ -79,6 +79,7 @@ def read_table(path: Path):
     import datasets
 
     if kind == "parquet":
+        _parquet_rows(path)
         with _quiet_datasets():
             try:
                 return datasets.Dataset.from_parquet(str(path))
@@ -93,6 +94,19 @@ def read_table(path: Path):
         return datasets.Dataset(table)
     except Exception as exc:  # column names or types datasets cannot represent
         raise DataError(f"{path}: cannot be used as a table: {_first_line(exc)}") from None
+
+
+def _parquet_rows(path: Path) -> None:
+    """DataError when the Parquet file at `path` holds no rows (datasets cannot read one: "BatchSize must be
+    greater than 0") or its footer cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_metadata(str(path)).num_rows
+    except Exception as exc:  # truncated or corrupt file
+        raise DataError(f"{path}: cannot be read as Parquet: {_first_line(exc)}") from None
+    if rows == 0:
+        raise DataError(f"{path}: has no rows. A table needs {_needs('parquet')}.")
 
 
 def _needs(kind: str) -> str:
@@ -237,6 +251,13 @@ def _read_csv(path: Path):
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError) as exc:
         _locate_csv_problem(path, header)
         raise DataError(f"{path}: cannot be read as CSV: {_first_line(exc)}") from None
+    try:
+        table.column_names
+    except UnicodeDecodeError:
+        # A quote left open in the header runs its last name on into the lines below (pyarrow reads quoted
+        # fields across lines), and there into bytes that are not UTF-8: only the names' decoding notices.
+        raise DataError(f"{path}, line 1 (the header): a quote opened there is not closed on that line, so a column name "
+                        "runs on into the lines below (and into bytes that are not UTF-8); close the quote.") from None
     if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
         _locate_csv_problem(path, header)  # pyarrow reads text that is not UTF-8 as bytes: name the line
     if table.num_rows == 0:

@@ -384,6 +384,16 @@ def test_far_trans(tmp_path):
     load_layout(tmp_path / "out", ["description"], min_interactions=1)
 
 
+def test_far_trans_customers_who_bought_nothing_leave_no_users_table(tmp_path):
+    """Found by the importers' fuzz test: when no customer row survives, no users table is written (an empty
+    one could not be loaded back), and the dataset loads without one."""
+    src = fartrans(tmp_path / "src", customers=FT_CUSTOMERS.split("\n")[0] + "\nC3,Mass,Aggressive,CAP_30K_80K,2015-04-27,2018-01-02\n")
+    report = import_dataset("far-trans", src, tmp_path / "out")
+    assert report.written["users"] == 0 and report.dropped["users"] == {"no_interactions": 1}
+    assert not (tmp_path / "out" / "users.parquet").exists()
+    assert load_layout(tmp_path / "out", ["description"], min_interactions=1).users is None
+
+
 def test_far_trans_missing_files(tmp_path):
     src = fartrans(tmp_path / "src", transactions=None)
     with pytest.raises(DataError, match=r"interactions file .*transactions\.csv does not exist"):

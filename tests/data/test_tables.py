@@ -16,6 +16,18 @@ INTERACTIONS_CSV = "user_id,item_id,timestamp\nu1,i1,1\nu1,i2,2\nu1,i3,3\n"
 ITEMS_CSV = "item_id,title\ni1,a\ni2,b\ni3,c\n"
 
 
+def empty_parquet() -> bytes:
+    """A Parquet file with the interactions' columns and no rows."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"user_id": pa.array([], pa.string()), "item_id": pa.array([], pa.string())}), buffer)
+    return buffer.getvalue()
+
+
 def layout(directory: Path, files: dict[str, str | bytes]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     files = {"items.csv": ITEMS_CSV, "interactions.csv": INTERACTIONS_CSV, **files}
@@ -138,13 +150,17 @@ def test_null_timestamp_message_has_no_numpy_repr(tmp_path):
          "items.jsonl, line 2: not UTF-8"),
         ({"items.csv": "item_id,title\n"}, "items.csv: has a header (item_id, title) but no rows"),
         ({"items.csv": "item_id\rtitle,x\ni1,a\n"}, "items.csv, line 2: 2 fields, more than the header's 1"),
+        # Found by the layout fuzz test: the header's open quote runs a name on into a line that is not UTF-8.
+        ({"items.csv": b'00,"lamp 0,c\n01\x00\x80lamp 1, oak",c\n02,"lamp 2, oak",c\n'},
+         "items.csv, line 1 (the header): a quote opened there is not closed on that line"),
         ({"items.csv": ""}, "items.csv: the file is empty (0 bytes)"),
         ({"interactions.csv": None, "interactions.jsonl": ""}, "interactions.jsonl: the file is empty (0 bytes)"),
         ({"interactions.csv": None, "interactions.parquet": ""}, "interactions.parquet: the file is empty (0 bytes)"),
         ({"interactions.csv": None, "interactions.parquet": b"PAR1 not really"}, "interactions.parquet: cannot be read as Parquet"),
+        ({"interactions.csv": None, "interactions.parquet": empty_parquet()}, "interactions.parquet: has no rows"),
     ],
     ids=["non-utf8-csv", "ragged-csv", "truncated-jsonl", "jsonl-array", "jsonl-garbage", "non-utf8-jsonl",
-         "header-only-csv", "carriage-return-in-header", "zero-byte-csv", "zero-byte-jsonl", "zero-byte-parquet", "corrupt-parquet"],
+         "header-only-csv", "carriage-return-in-header", "open-quote-in-header-into-non-utf8", "zero-byte-csv", "zero-byte-jsonl", "zero-byte-parquet", "corrupt-parquet", "zero-row-parquet"],
 )
 def test_unparsable_tables_name_file_and_line(tmp_path, caplog, files, expected):
     d = layout(tmp_path / "d", files)

@@ -240,8 +240,9 @@ class Builder:
             present = _isin(self.users["user_id"], remaining)
             report.drop("users", "no_interactions", int((~present).sum()))
             users_table = self.users.filter(pa.array(present))
-            pq.write_table(_public(users_table), str(ctx.work / "users.parquet"))
             report.written["users"] = users_table.num_rows
+            if users_table.num_rows:  # the users table is optional: none rather than one without rows
+                pq.write_table(_public(users_table), str(ctx.work / "users.parquet"))
 
     # ---------------------------------------------------------------------------------------- helpers
 
