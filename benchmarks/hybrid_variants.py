@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from crossrec_peft.evaluation import rank_cases
-from crossrec_peft.hybrid import Borrowing, Neighbours, hybrid_scorer
+from crossrec_peft.hybrid import Borrowing, Neighbours, hybrid_scorer, recency_shares
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_results  # noqa: E402
@@ -67,11 +67,8 @@ def variant_scorer(base, table: sp.csr_matrix, decay: float, borrowing: Borrowin
     def score(histories):
         q = torch.zeros(len(histories), table.shape[0])
         for r, history in enumerate(histories):
-            last = {}  # item -> steps from its last occurrence to the end of the history
-            for age, item in enumerate(np.asarray(history)[::-1]):
-                last.setdefault(int(item), age)
-            w = decay ** np.fromiter(last.values(), dtype=np.float64, count=len(last))
-            q[r, torch.as_tensor(list(last))] = torch.as_tensor(w / w.sum(), dtype=torch.float32)
+            shares = recency_shares([int(item) for item in history], decay)  # the product's weighting
+            q[r, torch.as_tensor(list(shares))] = torch.tensor(list(shares.values()), dtype=torch.float32)
         term = torch.sparse.mm(table_t, q.T).T.contiguous()
         if borrowing is not None:
             borrowing.add_to(term)
