@@ -2,23 +2,29 @@
 
 The hybrid (crossrec_peft/hybrid.py) adds `weight` x the mean, over a history's distinct items, of each
 item's cosine co-occurrence similarity to the candidate, with items never bought in training borrowing the
-term of their nearest items (`borrow_weight`). This script ranks a grid of two variants of that term on top:
+term of their nearest items (`borrow_weight`). This script ranks a grid of variants of that term:
 
 - recency: each distinct history item weighted `decay`^(steps from its last occurrence to the end of the
-  history), normalised to sum 1 (decay 1 is the plain mean the product uses);
-- shrinkage: the similarity C_ij / (sqrt(n_i n_j) + h), which discounts pairs seen once between rarely bought
-  items (h 0 is the plain cosine); each shrunk table is rescaled to the plain cosine's mean similarity so that
-  one weight grid serves every h.
+  history), normalised to sum 1 (decay 1 is the plain mean; `hybrid.decays` in the product);
+- the similarity itself (`--similarities`), each table rescaled to the plain cosine's mean similarity so
+  that one weight grid serves them all: `cosine` (C_ij / sqrt(n_i n_j), the product's), `shrink:h`
+  (C_ij / (sqrt(n_i n_j) + h): discounts pairs seen once between rarely bought items), `asym:a` (the
+  asymmetric cosine, C_ij / (n_i^a n_j^(1-a)) from history item i to candidate j: a above 0.5 discounts
+  popular history items, below it popular candidates), `iuf:a` (each user's co-occurrences weighted
+  1 / |user|^a before the cosine: long histories say less per pair), `rp3:b` (RP3beta, Paudel et al. 2017:
+  P(user | i) P(j | user) / n_j^b) and `pow:p` (the cosine to the power p: p above 1 sharpens);
+- the vectors never-bought items borrow by (`--borrow-from`): the model's item vectors (the product's), the
+  untuned backbone's, or both concatenated.
 
 Each item keeps its `hybrid.neighbours` most similar items, as the package does. Every cell of the grid is
 ranked on validation and test (the standard protocol of the run's config); validation's best cell is marked.
-The first row is the product's own term (`Neighbours`, `hybrid_scorer`); the grid's (decay 1, h 0) cell
-computes the same term another way and must match it, which the script checks.
+The first row is the product's own term (`Neighbours`, `hybrid_scorer`); the grid's (cosine, model, decay 1)
+cell computes the same term another way and must match it, which the script checks.
 
     crossrec-peft recipe amazon data.path=sci data.cache_dir=cache --out runs/r
     python benchmarks/hybrid_variants.py --run runs/r
 
-Results: benchmarks/results/hybrid_variants_<run name>.json.
+Results: benchmarks/results/hybrid_variants_<run name>[_<tag>].json.
 """
 
 from __future__ import annotations
@@ -32,31 +38,71 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from crossrec_peft.evaluation import rank_cases
+from crossrec_peft.evaluation import encode_zero_shot, rank_cases
 from crossrec_peft.hybrid import Borrowing, Neighbours, hybrid_scorer, recency_shares
+from crossrec_peft.recipe_class import Recipe
+from crossrec_peft.train import make_accelerator
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_results  # noqa: E402
 from _run_package import load_run  # noqa: E402
 
 
-def shrunk_neighbours(sequences, num_items: int, shrink: float, per_item: int) -> sp.csr_matrix:
-    """[items, items]: each item's `per_item` largest C_ij / (sqrt(n_i n_j) + shrink), the item itself left out,
-    on the binary users x items matrix of `sequences`."""
+def interactions(sequences, num_items: int) -> sp.csr_matrix:
+    """The binary users x items matrix of `sequences` (an item bought twice by a user counts once)."""
     users = np.concatenate([np.full(len(np.unique(s)), u) for u, s in enumerate(sequences)])
     items = np.concatenate([np.unique(s) for s in sequences])
-    x = sp.csr_matrix((np.ones(len(items), dtype=np.float64), (users, items)), shape=(len(sequences), num_items))
-    c = (x.T @ x).tocoo()
-    off = c.row != c.col
-    n = np.asarray(x.sum(0)).ravel()
-    rows, cols = c.row[off], c.col[off]
-    sims = c.data[off] / (np.sqrt(n[rows] * n[cols]) + shrink)
-    # Keep each row's `per_item` largest: sort by (row, -similarity), then the first per_item of each row.
+    return sp.csr_matrix((np.ones(len(items), dtype=np.float64), (users, items)), shape=(len(sequences), num_items))
+
+
+def similarity_matrix(spec: str, x: sp.csr_matrix) -> sp.csr_matrix:
+    """[items, items], row = history item, column = candidate, for one `--similarities` spec (module doc)."""
+    kind, _, param = spec.partition(":")
+    a = float(param or 0)
+    n = np.maximum(np.asarray(x.sum(0)).ravel(), 1)
+    counts = (x.T @ x).tocsr()
+    if kind == "cosine":
+        return sp.diags(n**-0.5) @ counts @ sp.diags(n**-0.5)
+    if kind == "shrink":
+        c = counts.tocoo()
+        return sp.csr_matrix((c.data / (np.sqrt(n[c.row] * n[c.col]) + a), (c.row, c.col)), shape=c.shape)
+    if kind == "asym":
+        return sp.diags(n**-a) @ counts @ sp.diags(n ** -(1 - a))
+    if kind == "iuf":
+        lengths = np.maximum(np.asarray(x.sum(1)).ravel(), 1)
+        weighted = (x.T @ sp.diags(lengths**-a) @ x).tocsr()
+        d = np.sqrt(np.maximum(weighted.diagonal(), 1e-12))
+        return sp.diags(1 / d) @ weighted @ sp.diags(1 / d)
+    if kind == "rp3":
+        lengths = np.maximum(np.asarray(x.sum(1)).ravel(), 1)
+        return (sp.diags(1 / n) @ x.T) @ (sp.diags(1 / lengths) @ x) @ sp.diags(n**-a)
+    if kind == "pow":
+        table = (sp.diags(n**-0.5) @ counts @ sp.diags(n**-0.5)).tocsr()
+        table.data = table.data**a
+        return table
+    raise SystemExit(f"--similarities: unknown kind '{kind}' in '{spec}' (cosine, shrink:h, asym:a, iuf:a, rp3:b, pow:p)")
+
+
+def top_neighbours(table: sp.spmatrix, per_item: int) -> sp.csr_matrix:
+    """Each row's `per_item` largest positive entries, the diagonal (an item and itself) left out."""
+    c = table.tocoo()
+    keep = (c.row != c.col) & (c.data > 0)
+    rows, cols, sims = c.row[keep], c.col[keep], c.data[keep]
+    # Sort by (row, -similarity), then keep the first per_item of each row.
     order = np.lexsort((-sims, rows))
     rows, cols, sims = rows[order], cols[order], sims[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
     keep = rank < per_item
-    return sp.csr_matrix((sims[keep], (rows[keep], cols[keep])), shape=(num_items, num_items))
+    return sp.csr_matrix((sims[keep], (rows[keep], cols[keep])), shape=table.shape)
+
+
+def untuned_vectors(loaded) -> torch.Tensor:
+    """The untuned backbone's item vectors: a fresh model of the run's config (every method the identity)."""
+    fresh = Recipe(loaded.cfg, Path("unused"), progress=False)  # setup() is never called: nothing is made
+    fresh.accelerator = make_accelerator(loaded.cfg)
+    fresh.setup_data()
+    fresh.setup_model()
+    return encode_zero_shot(fresh.model, fresh.features, len(loaded.item_ids), loaded.cfg.train.eval_batch_size, progress=False)
 
 
 def variant_scorer(base, table: sp.csr_matrix, decay: float, borrowing: Borrowing | None, weight: float):
@@ -81,9 +127,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished recipe run directory (config.yaml, adapter/)")
     parser.add_argument("--decays", type=float, nargs="+", default=[1.0, 0.8])
-    parser.add_argument("--shrinks", type=float, nargs="+", default=[0.0, 10.0])
+    parser.add_argument("--similarities", nargs="+", default=["cosine", "shrink:10"], help="cosine, shrink:h, asym:a, iuf:a, rp3:b, pow:p")
+    parser.add_argument("--borrow-from", nargs="+", choices=["model", "untuned", "both"], default=["model"],
+                        help="the item vectors never-bought items borrow by")
     parser.add_argument("--borrow-weights", type=float, nargs="+", default=[0.0, 2.0])
     parser.add_argument("--weights", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--tag", default="", help="appended to the results file's name (several grids on one run)")
     args = parser.parse_args()
     loaded = load_run(args.run)
     cfg, split, ids = loaded.cfg, loaded.split, loaded.item_ids
@@ -104,30 +153,36 @@ def main() -> None:
     # The product's own term at weight 1 with the recipe's borrowing x2: the reference the grid must reproduce.
     term = Neighbours.fit(split.train, ids, cfg.hybrid.neighbours).on_catalog(ids, loaded.vectors, borrow=borrow, borrow_weight=2.0)
     reference = ranked(hybrid_scorer(loaded.base, term, 1.0))
-    report({"term": "the product's (hybrid.py)", "decay": 1.0, "shrink": 0.0, "borrow weight": 2.0, "weight": 1.0, **reference})
+    report({"term": "the product's (hybrid.py)", "similarity": "cosine", "borrow from": "model", "decay": 1.0,
+            "borrow weight": 2.0, "weight": 1.0, **reference})
 
-    plain = shrunk_neighbours(split.train, num_items, 0.0, cfg.hybrid.neighbours)
-    for shrink in args.shrinks:
-        table = plain
-        if shrink:
-            table = shrunk_neighbours(split.train, num_items, shrink, cfg.hybrid.neighbours)
-            table = table * (plain.data.mean() / table.data.mean())
+    x = interactions(split.train, num_items)
+    plain = top_neighbours(similarity_matrix("cosine", x), cfg.hybrid.neighbours)
+    vectors = {"model": loaded.vectors}
+    if {"untuned", "both"} & set(args.borrow_from):
+        vectors["untuned"] = untuned_vectors(loaded)
+        unit = [torch.nn.functional.normalize(vectors[k].float(), dim=-1) for k in ("model", "untuned")]
+        vectors["both"] = torch.cat(unit, dim=1)
+    for spec in args.similarities:
+        table = plain if spec == "cosine" else top_neighbours(similarity_matrix(spec, x), cfg.hybrid.neighbours)
+        table = table * (plain.data.mean() / table.data.mean())
         scored = torch.as_tensor(np.asarray((table != 0).sum(0)).ravel() > 0)
-        for decay, borrow_weight, weight in itertools.product(args.decays, args.borrow_weights, args.weights):
-            borrowing = Borrowing.nearest(scored, loaded.vectors, borrow, borrow_weight) if borrow_weight else None
+        for source, decay, borrow_weight, weight in itertools.product(args.borrow_from, args.decays, args.borrow_weights, args.weights):
+            borrowing = Borrowing.nearest(scored, vectors[source], borrow, borrow_weight) if borrow_weight else None
             row = ranked(variant_scorer(loaded.base, table, decay, borrowing, weight))
-            report({"term": "grid", "decay": decay, "shrink": shrink, "borrow weight": borrow_weight, "weight": weight, **row})
-            if (decay, shrink, borrow_weight, weight) == (1.0, 0.0, 2.0, 1.0):
+            report({"term": "grid", "similarity": spec, "borrow from": source, "decay": decay, "borrow weight": borrow_weight,
+                    "weight": weight, **row})
+            if (spec, source, decay, borrow_weight, weight) == ("cosine", "model", 1.0, 2.0, 1.0):
                 gap = abs(row["validation ndcg@10"] - reference["validation ndcg@10"])
                 assert gap < 5e-4, f"the grid's plain cell ({row}) does not reproduce the product's term ({reference})"
 
     grid = [r for r in rows if r["term"] == "grid"]
     best = max(grid, key=lambda r: r["validation ndcg@10"])
-    print(f"\nvalidation's pick: decay {best['decay']:g}, shrink {best['shrink']:g}, borrow x{best['borrow weight']:g}, "
-          f"weight {best['weight']:g}: validation {best['validation ndcg@10']:.4f} (the product's term "
+    print(f"\nvalidation's pick: {best['similarity']}, borrowing by the {best['borrow from']} vectors x{best['borrow weight']:g}, "
+          f"decay {best['decay']:g}, weight {best['weight']:g}: validation {best['validation ndcg@10']:.4f} (the product's term "
           f"{reference['validation ndcg@10']:.4f}), test {best['ndcg@10']:.4f} ({reference['ndcg@10']:.4f}), "
           f"cold {best['cold ndcg@10']:.4f} ({reference['cold ndcg@10']:.4f})")
-    write_results(f"hybrid_variants_{args.run.name}", {"run": str(args.run), "reference": reference, "pick": best, "rows": rows})
+    write_results(f"hybrid_variants_{args.run.name}{args.tag and '_' + args.tag}", {"run": str(args.run), "reference": reference, "pick": best, "rows": rows})
 
 
 if __name__ == "__main__":

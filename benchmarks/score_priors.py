@@ -12,6 +12,11 @@ validation and the test split (overall and the cold-start slice). Terms:
 - `untuned`: weight * cos(mean of the history's untuned title embeddings, the item's untuned embedding), the
   untuned MiniLM baseline's own score, in the logits' units (times the learned logit scale). The towers then
   learn the residual over the untuned backbone.
+- `cooc`: the hybrid's own co-occurrence term (crossrec_peft/hybrid.py: the recency-weighted mean cosine
+  co-occurrence of the candidate with the history's items, decay 0.8), in the logits' units, with each
+  training pair's own window left out of the counts so that the term cannot give the target away. The towers
+  then learn what the co-occurrences do not say. The run keeps the product's hybrid choice after training
+  (weight, borrowing and decay chosen on validation, `hybrid` in the results) beside the grid.
 - `itemknn`: the item-kNN baseline's score (co-occurrence cosines to the history's items), added to the
   ranking only (a hybrid with collaborative filtering; in training it would give the target away).
   `itemknn-mean` divides it by the number of distinct history items.
@@ -23,6 +28,7 @@ benchmarks/real_data.py does.
     python benchmarks/score_priors.py --term popularity --weight 1 --grid 0 0.25 0.5 0.75 1 1.25
     python benchmarks/score_priors.py --term popularity --weight 0 --grid -0.5 -0.25 -0.1 0 0.1 0.25
     python benchmarks/score_priors.py --term untuned --weight 0.3 --grid 0 0.15 0.3 0.5 1
+    python benchmarks/score_priors.py --term cooc --weight 1 --grid 0 0.5 1 2
     python benchmarks/score_priors.py --term itemknn --weight 0 --grid 0 0.02 0.05 0.1 0.2 0.5
     python benchmarks/score_priors.py --dataset movielens --term itemknn --weight 0 --grid 0 0.001 0.002 0.005 0.01 0.02 0.05
     python benchmarks/score_priors.py --table benchmarks/results/score_priors_*.json
@@ -38,11 +44,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crossrec_peft.baselines.itemknn import itemknn_scorer
+from crossrec_peft.baselines.itemknn import interaction_matrix, itemknn_scorer
 from crossrec_peft.evaluation import HeldOutEvaluation, encode_zero_shot, model_scorer, zero_shot_scorer
+from crossrec_peft.hybrid import Neighbours, recency_shares
 from crossrec_peft.model.user_encoders import MeanUserEncoder
 from crossrec_peft.objectives import objective_context
 from crossrec_peft.objectives.retrieval import InBatchSoftmax
@@ -91,6 +99,74 @@ class UntunedTerm:
         return self.untuned(histories)
 
 
+class CooccurrenceTerm:
+    """The hybrid's co-occurrence term (`hybrid.Neighbours`, recency decay 0.8), in the logits while training.
+
+    A training pair's history and target come from one user's window, and that user's sequence is part of the
+    counts: C_ij holds 1 from this user for every history item i and the target j, so the plain term would
+    point at the target. For the pair's own target the similarity is computed with the user left out,
+    (C_ij - 1) / sqrt((n_i - 1)(n_j - 1)) (0 where an item is left with no buyer), from the stored cosine and
+    the item counts. Every other candidate in the user's window is masked as an accidental hit by the
+    objective, so only the target needs it; candidates this user bought outside the window keep the user's
+    count (a small inflation of items that are not the answer)."""
+
+    keeps_hybrid = True  # the product's hybrid choice runs after training too
+    DECAY = 0.8
+
+    def __init__(self, recipe: Recipe):
+        ids = list(recipe.data.item_ids)
+        neighbours = Neighbours.fit(recipe.split.train, ids, recipe.cfg.hybrid.neighbours)
+        self.term = neighbours.on_catalog(ids, decay=self.DECAY)
+        x = interaction_matrix(list(recipe.split.train), len(ids))
+        n = torch.zeros(len(ids))
+        n.index_add_(0, x.indices()[1], x.values())
+        self.n, self.num_items = n.double().numpy(), len(ids)
+        # (row, neighbour) keys, sorted, to look up one stored similarity by binary search.
+        rows = torch.repeat_interleave(torch.arange(len(ids)), neighbours.indptr.diff()).numpy().astype(np.int64)
+        keys = rows * len(ids) + neighbours.index.numpy().astype(np.int64)
+        order = np.argsort(keys)
+        self.keys, self.sims = keys[order], neighbours.similarity.double().numpy()[order]
+        self._last: tuple = (None, None)
+
+    def _similarity(self, history: np.ndarray, target: int) -> np.ndarray:
+        keys = history * self.num_items + target
+        at = np.clip(np.searchsorted(self.keys, keys), 0, len(self.keys) - 1)
+        return np.where(self.keys[at] == keys, self.sims[at], 0.0)
+
+    def _pairs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The term of every pair of the batch against every item, and against its own target with the user
+        left out; computed once per batch (the objective asks for the in-batch and the sampled candidates)."""
+        if self._last[0] is batch:
+            return self._last[1]
+        window, mask = batch["sequence_items"].cpu().numpy(), batch["sequence_mask"].cpu().numpy()
+        histories, own = [], []
+        for r in range(len(window)):  # pairs in TwoTowerModel.forward's order: window by window, position by position
+            for t in range(int(mask[r].sum()) - 1):
+                history, target = window[r, : t + 1].astype(np.int64), int(window[r, t + 1])
+                histories.append(history)
+                shares = recency_shares(history.tolist(), self.DECAY)
+                items = np.fromiter(shares, dtype=np.int64, count=len(shares))
+                weights = np.fromiter(shares.values(), dtype=np.float64, count=len(shares))
+                counts = np.rint(self._similarity(items, target) * np.sqrt(self.n[items] * self.n[target]))
+                norm = np.sqrt(np.maximum(self.n[items] - 1, 0) * max(self.n[target] - 1, 0))
+                left_out = np.where((norm > 0) & (counts >= 1) & (items != target), (counts - 1) / np.maximum(norm, 1e-12), 0.0)
+                own.append(float(weights @ left_out))
+        out = (self.term.scores(histories), torch.tensor(own, dtype=torch.float32))
+        self._last = (batch, out)
+        return out
+
+    def logits(self, outputs: dict, batch: dict, items: torch.Tensor) -> torch.Tensor:
+        full, own = self._pairs(batch)
+        term = full[:, items.cpu()]
+        if items.shape == outputs["target_item"].shape and torch.equal(items, outputs["target_item"]):
+            term = term.clone()
+            term[torch.arange(len(own)), torch.arange(len(own))] = own  # pair p's own target is column p
+        return outputs["logit_scale"] * term.to(outputs["users"].device)
+
+    def scores(self, histories: list, scale: float) -> torch.Tensor:
+        return self.term.scores(histories)
+
+
 class ItemKnnTerm:
     """The item-kNN baseline's score (summed co-occurrence cosines to the history's items): ranking only. In
     training a pair's own sequence is part of the co-occurrence counts, so the term would give the target
@@ -117,7 +193,7 @@ class ItemKnnMeanTerm(ItemKnnTerm):
         return self.knn(histories) / lengths.view(-1, 1)
 
 
-TERMS = {"popularity": PopularityTerm, "untuned": UntunedTerm, "itemknn": ItemKnnTerm, "itemknn-mean": ItemKnnMeanTerm}
+TERMS = {"popularity": PopularityTerm, "untuned": UntunedTerm, "cooc": CooccurrenceTerm, "itemknn": ItemKnnTerm, "itemknn-mean": ItemKnnMeanTerm}
 
 
 class WithPrior(InBatchSoftmax):
@@ -189,6 +265,10 @@ def table(results: list[dict]) -> str:
             f"| {g['weight']:g} | {g['validation']:.4f} | {g['validation_cold']:.4f} | {g['test']:.4f} | {g['test_cold']:.4f} |"
             for g in r["grid"]
         ]
+        if "hybrid" in r:
+            h = r["hybrid"]
+            lines += ["", f"the product's hybrid after training (chosen on validation: weight {h['weight']:g}, borrowing x{h['borrow_weight']:g}, "
+                          f"decay {h['decay']:g}): test NDCG@10 {h['test']:.4f}, test cold {h['test_cold']:.4f}"]
         lines.append("")
     return "\n".join(lines)
 
@@ -216,11 +296,13 @@ def main() -> None:
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="score_priors_"))
     data = import_dataset(args.dataset, work)
+    keeps_hybrid = str(getattr(TERMS[args.term], "keeps_hybrid", False)).lower()
     _, _, fields, dataset_overrides = DATASETS[args.dataset]
     cfg = load_config(recipes.path("amazon"), [
         f"data.path={data}", f"data.cache_dir={work / 'cache'}", f"model.modalities.text.fields=[{','.join(fields)}]",
-        # The built-in hybrid (hybrid.enabled) is left out: the grid here measures such terms itself.
-        "eval.baselines=[untuned]", "export.enabled=false", "hybrid.enabled=false", *dataset_overrides, *args.overrides,
+        # The built-in hybrid (hybrid.enabled) is left out, the grid here measures such terms itself; except
+        # beside the `cooc` term, which is the hybrid's own: the product's choice after training is the comparison.
+        "eval.baselines=[untuned]", "export.enabled=false", f"hybrid.enabled={keeps_hybrid}", *dataset_overrides, *args.overrides,
     ], name="amazon")
     run_dir = Path(tempfile.mkdtemp(prefix=f"{args.term}_", dir=work)) / "run"
     recipe = ScorePriorRecipe(cfg, run_dir, term=args.term, weight=args.weight, grid=args.grid, progress=False)
@@ -232,6 +314,9 @@ def main() -> None:
                     "test_cold": recipe.evaluated["cold_start"]["metrics"]["untuned"]["ndcg@10"]},
         "grid": recipe.grid_rows,
     }
+    if recipe.hybrid is not None:
+        result["hybrid"] = {**recipe.hybrid.record(), "test": recipe.evaluated["metrics"]["hybrid"]["ndcg@10"],
+                            "test_cold": recipe.evaluated["cold_start"]["metrics"]["hybrid"]["ndcg@10"]}
     write_results(f"score_priors_{args.dataset}_{args.term}_{args.weight:g}", result)
     print("\n" + table([result]))
 
