@@ -14,7 +14,7 @@ validation and the test split (overall and the cold-start slice). Terms:
   learn the residual over the untuned backbone.
 - `cooc`: the hybrid's own co-occurrence term (crossrec_peft/hybrid.py: the recency-weighted mean cosine
   co-occurrence of the candidate with the history's items, decay 0.8), in the logits' units, with each
-  training pair's own window left out of the counts so that the term cannot give the target away. The towers
+  training pair's own user left out of its target's counts so that the term cannot give the target away. The towers
   then learn what the co-occurrences do not say. The run keeps the product's hybrid choice after training
   (weight, borrowing and decay chosen on validation, `hybrid` in the results) beside the grid.
 - `itemknn`: the item-kNN baseline's score (co-occurrence cosines to the history's items), added to the
