@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from crossrec_peft.config import load_config
-from crossrec_peft.evaluation import model_scorer
+from crossrec_peft.evaluation import encode_zero_shot, model_scorer
 from crossrec_peft.package import init_from_package
 from crossrec_peft.recipe_class import Recipe
 from crossrec_peft.train import make_accelerator
@@ -20,6 +20,7 @@ from crossrec_peft.train import make_accelerator
 
 @dataclass
 class LoadedRun:
+    run: Path
     cfg: object
     recipe: Recipe
     base: object  # the model's scorer (histories -> [cases, items])
@@ -33,17 +34,29 @@ class LoadedRun:
     def item_ids(self) -> list:
         return list(self.recipe.data.item_ids)
 
+    def untuned_vectors(self) -> torch.Tensor:
+        """The untuned backbone's item vectors of the catalog's rows: a fresh model of the run's config, whose
+        methods are all still the identity (evaluation.encode_zero_shot)."""
+        fresh = _built(self.cfg, self.run)
+        return encode_zero_shot(fresh.model, fresh.features, fresh.num_items, self.cfg.train.eval_batch_size, progress=False)
 
-def load_run(run: Path) -> LoadedRun:
-    cfg = load_config(run / "config.yaml")
+
+def _built(cfg, run: Path) -> Recipe:
+    """The run's data and an untrained model, built as the run built them."""
     recipe = Recipe(cfg, run / "unused", progress=False)  # setup() is never called: "unused" is never made
     recipe.accelerator = make_accelerator(cfg)
     recipe.setup_data()
     recipe.setup_model()
+    return recipe
+
+
+def load_run(run: Path) -> LoadedRun:
+    cfg = load_config(run / "config.yaml")
+    recipe = _built(cfg, run)
     init_from_package(recipe.model, run / "adapter", cfg)
     recipe.model.eval()
     content = recipe.encode(recipe.model, "encode items")
     base = model_scorer(recipe.model, content, cfg.model.max_history)
     with torch.no_grad():
         vectors = recipe.model.item_vectors(content).float().cpu()
-    return LoadedRun(cfg, recipe, base, vectors)
+    return LoadedRun(run, cfg, recipe, base, vectors)

@@ -38,10 +38,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from crossrec_peft.evaluation import encode_zero_shot, rank_cases
+from crossrec_peft.baselines.itemknn import interaction_matrix
+from crossrec_peft.evaluation import rank_cases
 from crossrec_peft.hybrid import Borrowing, Neighbours, hybrid_scorer, recency_shares
-from crossrec_peft.recipe_class import Recipe
-from crossrec_peft.train import make_accelerator
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_results  # noqa: E402
@@ -49,10 +48,10 @@ from _run_package import load_run  # noqa: E402
 
 
 def interactions(sequences, num_items: int) -> sp.csr_matrix:
-    """The binary users x items matrix of `sequences` (an item bought twice by a user counts once)."""
-    users = np.concatenate([np.full(len(np.unique(s)), u) for u, s in enumerate(sequences)])
-    items = np.concatenate([np.unique(s) for s in sequences])
-    return sp.csr_matrix((np.ones(len(items), dtype=np.float64), (users, items)), shape=(len(sequences), num_items))
+    """The binary users x items matrix of `sequences` (baselines.itemknn's, as scipy for the products below)."""
+    x = interaction_matrix(list(sequences), num_items)
+    users, items = x.indices().numpy()
+    return sp.csr_matrix((x.values().double().numpy(), (users, items)), shape=tuple(x.shape))
 
 
 def similarity_matrix(spec: str, x: sp.csr_matrix) -> sp.csr_matrix:
@@ -94,15 +93,6 @@ def top_neighbours(table: sp.spmatrix, per_item: int) -> sp.csr_matrix:
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
     keep = rank < per_item
     return sp.csr_matrix((sims[keep], (rows[keep], cols[keep])), shape=table.shape)
-
-
-def untuned_vectors(loaded) -> torch.Tensor:
-    """The untuned backbone's item vectors: a fresh model of the run's config (every method the identity)."""
-    fresh = Recipe(loaded.cfg, Path("unused"), progress=False)  # setup() is never called: nothing is made
-    fresh.accelerator = make_accelerator(loaded.cfg)
-    fresh.setup_data()
-    fresh.setup_model()
-    return encode_zero_shot(fresh.model, fresh.features, len(loaded.item_ids), loaded.cfg.train.eval_batch_size, progress=False)
 
 
 def variant_scorer(base, table: sp.csr_matrix, decay: float, borrowing: Borrowing | None, weight: float):
@@ -160,7 +150,7 @@ def main() -> None:
     plain = top_neighbours(similarity_matrix("cosine", x), cfg.hybrid.neighbours)
     vectors = {"model": loaded.vectors}
     if {"untuned", "both"} & set(args.borrow_from):
-        vectors["untuned"] = untuned_vectors(loaded)
+        vectors["untuned"] = loaded.untuned_vectors()
         unit = [torch.nn.functional.normalize(vectors[k].float(), dim=-1) for k in ("model", "untuned")]
         vectors["both"] = torch.cat(unit, dim=1)
     for spec in args.similarities:
