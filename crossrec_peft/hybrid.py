@@ -27,6 +27,7 @@ comes next; on Scientific decay 0.8 gains on validation and test on two catalogs
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,12 @@ class CooccurrenceTerm:
         self.cols, self.values = cols[order], values[order].float()
         self.indptr = torch.zeros(num_items + 1, dtype=torch.long)
         self.indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=num_items), 0)
+
+    def with_decay(self, decay: float) -> "CooccurrenceTerm":
+        """The same term (neighbours and borrowing shared, not rebuilt) with another recency decay."""
+        other = copy.copy(self)
+        other.decay = float(decay)
+        return other
 
     def scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """[len(histories), num_items]: each history's (recency-weighted) mean similarity to every catalog item,

@@ -263,7 +263,6 @@ class Recipe(Trainer):
 
         validation = {w: validate(hybrid_scorer(base, term, w)) for w in sorted({0.0, *map(float, cfg.hybrid.weights)})}
         choice = HybridChoice(neighbours, best_weight(validation), validation)  # every weight's score: in the report
-        vectors = None
         if choice.weight > 0 and cfg.hybrid.borrow > 0 and any(w > 0 for w in cfg.hybrid.borrow_weights):
             with torch.no_grad():
                 vectors = self.model.item_vectors(content.to(next(self.model.parameters()).device)).float().cpu()
@@ -277,8 +276,7 @@ class Recipe(Trainer):
         if choice.weight > 0 and any(d < 1 for d in cfg.hybrid.decays):
             terms = {1.0: term}
             for d in sorted({float(d) for d in cfg.hybrid.decays if d < 1}):
-                terms[d] = neighbours.on_catalog(ids, vectors if choice.borrow_weight else None, borrow=choice.borrow,
-                                                 borrow_weight=choice.borrow_weight, decay=d)
+                terms[d] = term.with_decay(d)  # the chosen term, borrowing included; only the history's weights change
             choice.decay_validation = {d: choice.chosen if d == 1 else validate(hybrid_scorer(base, t, choice.weight))
                                        for d, t in terms.items()}
             choice.decay = best_decay(choice.decay_validation)

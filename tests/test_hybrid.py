@@ -237,6 +237,23 @@ def test_borrowing_off_scores_as_the_plain_term(vectors, borrow, weight):
     assert term.borrowing is None and torch.equal(term.scores(histories), table.on_catalog(ids).scores(histories))
 
 
+@pytest.mark.parametrize("seed, decay", [(14, 0.8), (15, 0.3), (16, 1.0)])
+def test_a_term_with_another_decay_scores_as_one_built_with_it(seed, decay):
+    """with_decay (how a run tries its decays on the chosen term) equals building the term with that decay,
+    borrowing included, and leaves the term it came from as it was."""
+    seqs = sequences(seed, 200, 30, 8)
+    ids = [f"i{j}" for j in range(40)]
+    vectors = torch.randn(40, 8, generator=torch.Generator().manual_seed(seed))
+    table = Neighbours.fit(seqs, ids, 10)
+    histories = [np.array(h) for h in sequences(seed + 100, 16, 30, 6)]
+    term = table.on_catalog(ids, vectors, borrow=3, borrow_weight=2.0)
+    before = term.scores(histories)
+    got = term.with_decay(decay).scores(histories)
+    assert torch.allclose(got, table.on_catalog(ids, vectors, borrow=3, borrow_weight=2.0, decay=decay).scores(histories), atol=1e-6)
+    assert torch.equal(term.scores(histories), before) and term.decay == 1.0
+    assert torch.equal(got, before) == (decay == 1.0)  # a decay below 1 changed something: the check above can tell
+
+
 def test_borrowing_in_blocks_is_borrowing_at_once():
     scored = torch.rand(50, generator=torch.Generator().manual_seed(1)) > 0.4
     vectors = torch.randn(50, 6, generator=torch.Generator().manual_seed(2))
