@@ -7,7 +7,10 @@ loader, optimizer), in a temporary directory and without baselines, hybrid or ex
   optimizer step), then times `--steps` more, loading (drawing the sampled negatives, reading the batch's
   cached rows) and stepping apart;
 - profiles `--profile` more steps with torch.profiler and ranks the operators by their own CPU time (the
-  loading is one record, `enumerate(DataLoader)...`, its numpy work included).
+  loading is one record, `enumerate(DataLoader)...`, its numpy work included);
+- with `--sasrec-ab ROUNDS`, alternates rounds of 20 steps with the SASRec user tower encoding windows in
+  groups of similar width (what it does) and over the whole padded batch (what it did before), loading
+  included, and reports the ratio.
 
 Prints both and writes benchmarks/results/train_step_<tag>.json.
 
@@ -32,6 +35,7 @@ from _results import write_results  # noqa: E402
 
 # Only the training step is measured: nothing else of a run is built.
 QUIET = ["eval.baselines=[]", "hybrid.enabled=false", "export.enabled=false"]
+AB_STEPS = 20  # steps per round of --sasrec-ab
 
 
 def endless(loader) -> Iterator[dict]:
@@ -46,7 +50,7 @@ def distinct_items(batch: dict) -> int:
     return len(next(iter(inputs.values())))
 
 
-def measure(recipe: str, overrides: list[str], *, timed: int, warmup: int, profiled: int, top: int) -> dict:
+def measure(recipe: str, overrides: list[str], *, timed: int, warmup: int, profiled: int, top: int, sasrec_rounds: int = 0) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from crossrec_peft import recipes
@@ -62,12 +66,13 @@ def measure(recipe: str, overrides: list[str], *, timed: int, warmup: int, profi
         batches = endless(run.loader)
         steps = itertools.count(1)
 
-        def loop(n: int) -> tuple[float, float, list[int]]:
+        def loop(n: int) -> tuple[float, float, list[int], float]:
             """n steps as the training loop runs them: each batch loaded in this process, trained on, then
             dropped (holding batches to time the steps apart would slow the loading: each is fresh memory).
-            Returns the seconds spent loading, the seconds spent in steps, and each batch's distinct items."""
+            Returns the seconds spent loading, the seconds spent in steps, each batch's distinct items, and
+            the share of the batches' window positions that are padding."""
             load = step = 0.0
-            sizes = []
+            sizes, padded, positions = [], 0, 0
             for _ in range(n):
                 started = time.perf_counter()
                 batch = next(batches)
@@ -76,12 +81,29 @@ def measure(recipe: str, overrides: list[str], *, timed: int, warmup: int, profi
                 load += loaded - started
                 step += time.perf_counter() - loaded
                 sizes.append(distinct_items(batch))
-            return load, step, sizes
+                padded += int((~batch["sequence_mask"]).sum())
+                positions += batch["sequence_mask"].numel()
+            return load, step, sizes, padded / max(positions, 1)
 
         loop(warmup)
-        load_s, step_s, items = loop(timed)
+        load_s, step_s, items, padded_share = loop(timed)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             loop(profiled)
+        width_groups = None
+        encoder = run.model.user_encoder
+        if sasrec_rounds and hasattr(encoder, "_prefixes"):
+            # SASRec encodes a batch's windows in groups cut after their last item (`prefixes`); the whole
+            # padded batch at once (`_prefixes`) is what it did before. Alternating rounds of the two share
+            # the machine's noise.
+            width_groups = {"grouped": [], "whole batch": []}
+            for _ in range(sasrec_rounds):
+                for name, seconds in width_groups.items():
+                    if name == "whole batch":
+                        encoder.prefixes = encoder._prefixes
+                    load, step, _, _ = loop(AB_STEPS)
+                    if name == "whole batch":
+                        del encoder.prefixes
+                    seconds.append((load + step) / AB_STEPS)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
     ops = [
@@ -93,7 +115,12 @@ def measure(recipe: str, overrides: list[str], *, timed: int, warmup: int, profi
         "timed_steps": timed, "warmup": warmup, "profiled_steps": profiled,
         "load_s_per_batch": load_s / timed, "step_s": step_s / timed,
         "items_per_batch": {"min": min(items), "max": max(items)},
+        "padded_window_positions": padded_share,
         "ops": ops,
+        "sasrec_width_groups": None if width_groups is None else {
+            "steps_per_round": AB_STEPS, "loop_s_per_step": width_groups,
+            "ratio": sum(width_groups["whole batch"]) / sum(width_groups["grouped"]),
+        },
     }
 
 
@@ -105,11 +132,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--profile", type=int, default=15, dest="profiled")
     parser.add_argument("--top", type=int, default=15, help="operators listed")
+    parser.add_argument("--sasrec-ab", type=int, default=0, metavar="ROUNDS",
+                        help="then alternate ROUNDS rounds of SASRec in width groups and over the whole padded batch")
     parser.add_argument("--tag", default=None, help="results file suffix (default: the recipe name)")
     args = parser.parse_args()
     if min(args.steps, args.profiled) < 1 or args.warmup < 0:
         parser.error("--steps and --profile must be at least 1, --warmup at least 0")
-    result = measure(args.recipe, args.overrides, timed=args.steps, warmup=args.warmup, profiled=args.profiled, top=args.top)
+    result = measure(args.recipe, args.overrides, timed=args.steps, warmup=args.warmup, profiled=args.profiled, top=args.top,
+                     sasrec_rounds=args.sasrec_ab)
 
     from rich.console import Console
     from rich.table import Table
@@ -119,7 +149,7 @@ def main() -> None:
     console.print(
         f"{result['recipe']}: a training step {result['step_s'] * 1000:.0f} ms (mean of {args.steps}), loading a batch "
         f"{result['load_s_per_batch'] * 1000:.0f} ms, {items['min']:,}-{items['max']:,} distinct items per batch; "
-        f"{result['threads']} threads"
+        f"{result['padded_window_positions']:.0%} of the windows' positions are padding; {result['threads']} threads"
     )
     table = Table(title=f"operators by own CPU time ({args.profiled} profiled steps)")
     for column in ("operator", "ms per step", "share", "calls per step"):
@@ -127,6 +157,14 @@ def main() -> None:
     for op in result["ops"]:
         table.add_row(op["op"], f"{op['self_ms_per_step']:.1f}", f"{op['share']:.1%}", f"{op['calls_per_step']:.0f}")
     console.print(table)
+    ab = result["sasrec_width_groups"]
+    if ab is not None:
+        times = ab["loop_s_per_step"]
+        console.print(
+            f"SASRec over width groups: {sum(times['grouped']) / len(times['grouped']) * 1000:.0f} ms per step (loading "
+            f"included), over the whole padded batch {sum(times['whole batch']) / len(times['whole batch']) * 1000:.0f} ms: "
+            f"{ab['ratio']:.2f}x ({len(times['grouped'])} alternating rounds of {ab['steps_per_round']} steps)"
+        )
     write_results(f"train_step_{args.tag or Path(args.recipe).stem}", result)
 
 

@@ -153,6 +153,32 @@ def test_a_prior_adds_to_every_logit_of_its_item(cls, reference, options, negati
     assert expected != pytest.approx(reference_retrieval(outputs, batch, remove_hits=True, log_q=log_q), rel=1e-3)
 
 
+@pytest.mark.parametrize(
+    "items",
+    [
+        [7, 3, 11, 0, 5, 2],  # unique, unsorted (a pool of sampled negatives)
+        [9, 4, 4, 1, 7],  # a repeated item: both of its columns are hits for a window holding it
+        [12, 13],  # no window holds any of them
+        [],
+    ],
+    ids=["unique", "repeated", "no-hits", "empty"],
+)
+def test_accidental_hits_of_a_shared_pool_match_comparing_every_pair(items):
+    """`in_user_window` finds each window item among the pool by binary search; the mask must be the one that
+    comparing every window item with every pool item gives (padding, -1, never a hit)."""
+    from crossrec_peft.objectives.base import in_user_window
+
+    batch = {"sequence_items": torch.tensor([[3, 5, 4, -1], [0, 7, -1, -1], [2, 2, 11, 9], [1, -1, -1, -1]])}
+    rows = torch.tensor([0, 0, 1, 2, 2, 3, 1])
+    pool = torch.tensor(items, dtype=torch.long)
+    window = batch["sequence_items"][rows]
+    expected = torch.tensor([[bool((window[n] == p).any()) for p in items] for n in range(len(rows))], dtype=torch.bool).view(len(rows), len(items))
+    got = in_user_window(batch, rows, pool)
+    assert got.dtype == torch.bool and torch.equal(got, expected)
+    if items == [7, 3, 11, 0, 5, 2]:
+        assert int(expected.sum()) == 12  # the case is not vacuous
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tiny_bert):
     cfg = load_config(recipes.path("ecommerce"), [f"model.modalities.text.backbone.name=hf:{tiny_bert}", "model.head_rank=4"])

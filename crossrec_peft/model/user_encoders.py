@@ -51,6 +51,20 @@ def _causal_last(prefixes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return prefixes[torch.arange(len(prefixes), device=prefixes.device), last]
 
 
+def width_groups(mask: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+    """Rows grouped by the power of two at or above their width (the position after their last real item, at
+    least 1): (row indices, the group's widest row). Encoding each group cut to its widest row costs at most
+    about twice the rows' own widths, against the batch's widest row for every row."""
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    widths = (mask * positions).amax(1).clamp(min=1)
+    buckets = torch.ceil(torch.log2(widths.double())).long()
+    groups = []
+    for bucket in torch.unique(buckets).tolist():
+        rows = torch.nonzero(buckets == bucket).flatten()
+        groups.append((rows, int(widths[rows].max())))
+    return groups
+
+
 @dataclass
 class AttentionOptions:
     # Size of the space where history items are scored against the learned query.
@@ -146,18 +160,37 @@ class SasRecUserEncoder(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def prefixes(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[B, L, dim]: position t sees items 0..t only (causal mask); padded positions are never attended to."""
+        """[B, L, dim]: position t sees items 0..t only (causal mask); padded positions are never attended to.
+
+        Rows are encoded in groups of similar width, each group cut after its last real position: nothing
+        after a row's last item can reach its earlier positions (causality), so cutting changes no state that
+        is read, and it spares the transformer the padding of short rows, most of a batch when histories are
+        short (73% of the positions of the `amazon` recipe's training batches on Scientific). What positions
+        after a row's last item hold is padding, as before: no caller reads them."""
         length = history.shape[1]
         if length > self.max_length:
             raise ConfigError(
                 f"sasrec has {self.max_length} positions but got a history window of {length} items: set "
                 f"model.user_encoder.max_length to at least model.max_history + 1."
             )
+        groups = width_groups(mask) if length else []
+        if not groups or (len(groups) == 1 and groups[0][1] == length):
+            return self._prefixes(history, mask)
+        parts = [
+            nn.functional.pad(self._prefixes(history[rows, :width], mask[rows, :width]), (0, 0, 0, length - width))
+            for rows, width in groups
+        ]
+        order = torch.cat([rows for rows, _ in groups])
+        return torch.cat(parts)[torch.argsort(order)]
+
+    def _prefixes(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`prefixes` over the whole padded batch at once (what each width group runs)."""
+        length = history.shape[1]
         pos = torch.arange(length, device=history.device)
         x = self.down(history) + self.positions(pos)
         causal = torch.ones(length, length, dtype=torch.bool, device=history.device).triu(1)  # True = blocked
-        # Padding sits after a row's items, so causality already hides it from every real position; the
-        # padding mask is passed as well so that no position ever reads a padded one.
+        # Causality hides every later position from a real one; the padding mask is passed as well so that
+        # no position ever reads a padded one.
         blocked = causal.unsqueeze(0) | ~mask.unsqueeze(1)
         # Key 0 stays open: a row without any item would otherwise attend to nothing (NaN). For every real
         # row it is open already (item 0 is real and precedes every position).

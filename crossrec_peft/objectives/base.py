@@ -126,5 +126,21 @@ def in_user_window(batch: dict, rows: torch.Tensor, items: torch.Tensor) -> torc
     a sampled "negative" that the user actually interacted with (an accidental hit)."""
     window = batch["sequence_items"][rows]  # [N, W], -1 at padding
     if items.dim() == 1:
-        return (window.unsqueeze(-1) == items.view(1, 1, -1)).any(1)
+        return _window_hits(window, items)
     return (window.unsqueeze(1) == items.unsqueeze(-1)).any(-1)
+
+
+def _window_hits(window: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """[N, P]: True where items[p] is among window[n]. Each window item is looked up among the items sorted
+    (binary search) rather than compared with all of them: N x W lookups instead of an [N, W, P] comparison,
+    which a shared pool of thousands of sampled negatives makes a noticeable part of a training step."""
+    order = torch.argsort(items)
+    ordered = items[order]
+    if len(items) == 0 or bool((ordered[1:] == ordered[:-1]).any()):  # repeated items: each column compared
+        return (window.unsqueeze(-1) == items.view(1, 1, -1)).any(1)
+    at = torch.searchsorted(ordered, window).clamp(max=len(items) - 1)
+    found = ordered[at] == window
+    hits = torch.zeros(len(window), len(items), dtype=torch.bool, device=items.device)
+    pair = torch.arange(len(window), device=items.device).unsqueeze(1).expand_as(window)
+    hits[pair[found], order[at[found]]] = True
+    return hits

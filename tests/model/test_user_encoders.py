@@ -107,6 +107,54 @@ def test_sasrec_keeps_the_most_recent_items_beyond_max_length():
         encoder.prefixes(history, mask)  # training windows must fit the positions: a clear error
 
 
+@pytest.mark.parametrize(
+    "mask_rows",
+    [
+        [[1] * 12, [1] * 3 + [0] * 9, [1] + [0] * 11, [0] * 12, [1] * 7 + [0] * 5, [1] * 2 + [0] * 10],  # right-padded
+        [[1] * 5 + [0] * 7, [1] * 5 + [0] * 7],  # one group narrower than the batch
+        [[1] * 5 + [0] * 7, [1] * 7 + [0] * 5, [1] * 2 + [0] * 10],  # rows of one group (5 and 7 wide) cut at 7
+        [[1, 0, 1] + [0] * 9, [0] * 4 + [1] * 4 + [0] * 4, [1] * 12],  # holes: a row is cut after its last item
+    ],
+    ids=["mixed-widths", "one-narrow-group", "shared-group", "holes"],
+)
+def test_sasrec_prefixes_in_width_groups_equal_the_whole_batch(mask_rows):
+    """SASRec encodes rows in groups cut after their widest row's last real item: every real position's state
+    and gradient is the one the whole padded batch gives (`_prefixes`)."""
+    encoder = make(SPECS[2])  # max_length 12
+    mask = torch.tensor(mask_rows, dtype=torch.bool)
+    history = torch.randn(len(mask), 12, DIM, generator=torch.Generator().manual_seed(3))
+    grouped_in, whole_in = history.clone().requires_grad_(True), history.clone().requires_grad_(True)
+    grouped, whole = encoder.prefixes(grouped_in, mask), encoder._prefixes(whole_in, mask)
+    torch.testing.assert_close(grouped[mask], whole[mask], atol=1e-5, rtol=1e-4)
+    weights = torch.randn(int(mask.sum()), DIM, generator=torch.Generator().manual_seed(4))
+    (grouped[mask] * weights).sum().backward()
+    (whole[mask] * weights).sum().backward()
+    torch.testing.assert_close(grouped_in.grad, whole_in.grad, atol=1e-5, rtol=1e-4)
+    for p in encoder.parameters():  # the two passes' parameter gradients add up: compare them apart
+        p.grad = None
+    (encoder.prefixes(history, mask)[mask] * weights).sum().backward()
+    grouped_grads = [p.grad.clone() for p in encoder.parameters()]
+    encoder.zero_grad()
+    (encoder._prefixes(history, mask)[mask] * weights).sum().backward()
+    for a, p in zip(grouped_grads, encoder.parameters()):
+        torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_width_groups_bound_the_padding():
+    """Rows fall in groups by the power of two at or above their width, so no row is padded to more than
+    about twice its own width (here 21-position windows with mostly short histories, as on Scientific)."""
+    from crossrec_peft.model.user_encoders import width_groups
+
+    widths = torch.tensor([1, 2, 2, 3, 5, 8, 9, 21, 4, 1, 16, 17])
+    mask = torch.arange(21).unsqueeze(0) < widths.unsqueeze(1)
+    groups = width_groups(mask)
+    assert sorted(torch.cat([rows for rows, _ in groups]).tolist()) == list(range(len(widths)))
+    for rows, width in groups:
+        assert width == int(widths[rows].max())
+        assert all(width < 2 * w or width == w for w in widths[rows].tolist())
+    assert sum(len(rows) * width for rows, width in groups) < 0.5 * len(widths) * 21
+
+
 def test_sasrec_positions_must_fit_the_training_window():
     with pytest.raises(ConfigError, match=r"max_length \(5\) must be at least model.max_history \+ 1 \(6\)"):
         load_config(recipes.path("ecommerce"), ["model.user_encoder={name: sasrec, max_length: 5}", "model.max_history=5"])
