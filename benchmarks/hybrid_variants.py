@@ -142,7 +142,7 @@ def main() -> None:
 
     # The product's own term at weight 1 with the recipe's borrowing x2: the reference the grid must reproduce.
     term = Neighbours.fit(split.train, ids, cfg.hybrid.neighbours).on_catalog(ids, loaded.vectors, borrow=borrow, borrow_weight=2.0)
-    reference = ranked(hybrid_scorer(loaded.base, term, 1.0))
+    reference = ranked(hybrid_scorer(loaded.base, term.scores, 1.0))
     report({"term": "the product's (hybrid.py)", "similarity": "cosine", "borrow from": "model", "decay": 1.0,
             "borrow weight": 2.0, "weight": 1.0, **reference})
 

@@ -129,7 +129,7 @@ def main() -> None:
         """The term without borrowing and with each borrowing weight, labelled."""
         for b in borrow_weights:
             term = neighbours.on_catalog(ids, vectors, borrow=borrow, borrow_weight=b) if b else neighbours.on_catalog(ids)
-            yield (f"{borrow} nearest x{b:g}" if b else "none"), hybrid_scorer(base, term, weight)
+            yield (f"{borrow} nearest x{b:g}" if b else "none"), hybrid_scorer(base, term.scores, weight)
 
     # The term fitted on the training sequences (validation's targets come after them) and on everything known
     # at test time (the test histories: training plus each user's validation item).

@@ -17,7 +17,7 @@ same sampled negatives, and slices the per-user values: cold-start targets and h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -165,50 +165,90 @@ def sample_negatives(scores: torch.Tensor, targets: torch.Tensor, rows: torch.Te
     return torch.cat([scores.gather(1, targets.view(-1, 1)), negatives], dim=1)
 
 
+class _Ranked:
+    """One scorer's per-case metrics and coverage@k, batch by batch of cases (rank_cases, rank_many). Its
+    generators fix tie-breaking and the sampled items from `seed`, so a scorer ranked alone or beside others
+    gets the same numbers."""
+
+    def __init__(self, ks: list[int], seed: int, sampled_negatives: int | None):
+        self.ks, self.sampled_negatives = ks, sampled_negatives
+        self.ties = torch.Generator().manual_seed(seed)
+        self.sampling = torch.Generator().manual_seed(seed + 1)
+        self.sampled_ties = torch.Generator().manual_seed(seed + 2)
+        self.full: dict[str, list[torch.Tensor]] = {}
+        self.sampled: dict[str, list[torch.Tensor]] = {}
+        self.seen: dict[int, torch.Tensor] = {}
+
+    def add(self, scores: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        """Rank one batch: `scores` [cases, items] with the history exclusions (rows, cols) not yet applied
+        (they are applied here, in place)."""
+        ks = self.ks
+        exclude(scores, rows, cols)
+        for name, v in ranking_metrics(target_ranks(scores, targets, self.ties), ks).items():
+            self.full.setdefault(name, []).append(v)
+        top = top_items(scores, max(ks))
+        for k in ks:
+            hit = torch.zeros(scores.shape[1], dtype=torch.bool)
+            hit[top[:, :k].reshape(-1)] = True
+            self.seen[k] = hit if k not in self.seen else self.seen[k] | hit
+        if self.sampled_negatives:
+            candidates = sample_negatives(scores, targets, rows, cols, self.sampled_negatives, self.sampling)
+            ranks = target_ranks(candidates, torch.zeros(len(targets), dtype=torch.long), self.sampled_ties)
+            for name, v in ranking_metrics(ranks, ks).items():
+                self.sampled.setdefault(name, []).append(v)
+
+    def results(self) -> tuple[CaseResults, CaseResults | None]:
+        seen, ks = self.seen, self.ks
+        num_items = next(iter(seen.values())).numel() if seen else 1
+        covered = {f"coverage@{k}": coverage(seen[k].nonzero().view(-1), num_items) for k in ks} if seen else {}
+        full = CaseResults({n: torch.cat(v) for n, v in self.full.items()}, covered)
+        return full, (CaseResults({n: torch.cat(v) for n, v in self.sampled.items()}) if self.sampled_negatives else None)
+
+
 @torch.no_grad()
+def rank_many(
+    scorers: Mapping[Hashable, Scorer], cases: EvalCases, ks: Sequence[int], *, batch_size: int = 512, seed: int = 0,
+    sampled_negatives: int | None = None, repeats: str = "allow",
+) -> dict[Hashable, tuple[CaseResults, CaseResults | None]]:
+    """`rank_cases` of several scorers in one pass over the cases, each scorer's result the same as ranking
+    it alone. Every scorer is handed the same `histories` object for a batch, so scorers built on a shared
+    part (`BatchShared`: the model's scores under several hybrid weights) compute that part once per batch."""
+    ks = list(ks)
+    ranked = {key: _Ranked(ks, seed, sampled_negatives) for key in scorers}
+    for start in range(0, len(cases), batch_size):
+        histories = cases.histories[start : start + batch_size]
+        targets = torch.as_tensor(cases.targets[start : start + batch_size], dtype=torch.long)
+        rows, cols = _history_exclusions(histories, targets.numpy(), repeats)
+        for key, scorer in scorers.items():
+            ranked[key].add(scorer(histories).float(), targets, rows, cols)
+    return {key: r.results() for key, r in ranked.items()}
+
+
 def rank_cases(
-    scorer: Scorer,
-    cases: EvalCases,
-    ks: Sequence[int],
-    *,
-    batch_size: int = 512,
-    seed: int = 0,
-    sampled_negatives: int | None = None,
-    repeats: str = "allow",
+    scorer: Scorer, cases: EvalCases, ks: Sequence[int], *, batch_size: int = 512, seed: int = 0,
+    sampled_negatives: int | None = None, repeats: str = "allow",
 ) -> tuple[CaseResults, CaseResults | None]:
     """Per-case full-ranking metrics (and coverage@k) of a scorer; with `sampled_negatives`, also the
     per-case metrics of ranking the target among that many sampled items (None otherwise). The seed fixes
     tie-breaking and the sampled items, identically for every system evaluated on the same cases. `repeats`:
     the protocol for targets already in the history (module docstring)."""
-    ks = list(ks)
-    ties = torch.Generator().manual_seed(seed)
-    sampling = torch.Generator().manual_seed(seed + 1)
-    sampled_ties = torch.Generator().manual_seed(seed + 2)
-    full: dict[str, list[torch.Tensor]] = {}
-    sampled: dict[str, list[torch.Tensor]] = {}
-    seen: dict[int, torch.Tensor] = {}
-    for start in range(0, len(cases), batch_size):
-        histories = cases.histories[start : start + batch_size]
-        targets = torch.as_tensor(cases.targets[start : start + batch_size], dtype=torch.long)
-        scores = scorer(histories).float()
-        rows, cols = _history_exclusions(histories, targets.numpy(), repeats)
-        exclude(scores, rows, cols)
-        for name, v in ranking_metrics(target_ranks(scores, targets, ties), ks).items():
-            full.setdefault(name, []).append(v)
-        top = top_items(scores, max(ks))
-        for k in ks:
-            hit = torch.zeros(scores.shape[1], dtype=torch.bool)
-            hit[top[:, :k].reshape(-1)] = True
-            seen[k] = hit if k not in seen else seen[k] | hit
-        if sampled_negatives:
-            candidates = sample_negatives(scores, targets, rows, cols, sampled_negatives, sampling)
-            ranks = target_ranks(candidates, torch.zeros(len(targets), dtype=torch.long), sampled_ties)
-            for name, v in ranking_metrics(ranks, ks).items():
-                sampled.setdefault(name, []).append(v)
-    num_items = next(iter(seen.values())).numel() if seen else 1
-    covered = {f"coverage@{k}": coverage(seen[k].nonzero().view(-1), num_items) for k in ks} if seen else {}
-    result = CaseResults({n: torch.cat(v) for n, v in full.items()}, covered)
-    return result, (CaseResults({n: torch.cat(v) for n, v in sampled.items()}) if sampled_negatives else None)
+    return rank_many({0: scorer}, cases, ks, batch_size=batch_size, seed=seed, sampled_negatives=sampled_negatives, repeats=repeats)[0]
+
+
+class BatchShared:
+    """A scorer computed once per batch of histories however many scorers built on it ask: it keeps its last
+    result and hands out a copy of it for the same `histories` object (what `rank_many` passes every scorer
+    of a batch). A copy, because ranking excludes the history items in place."""
+
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+        self._histories: list[np.ndarray] | None = None
+        self._scores: torch.Tensor | None = None
+
+    def __call__(self, histories: list[np.ndarray]) -> torch.Tensor:
+        if histories is not self._histories:
+            self._histories, self._scores = histories, self.scorer(histories)
+        return self._scores.clone()
 
 
 def evaluate_cases(
@@ -216,6 +256,14 @@ def evaluate_cases(
 ) -> dict[str, float]:
     """Full-ranking metrics averaged over the cases, and coverage@k."""
     return rank_cases(scorer, cases, ks, batch_size=batch_size, seed=seed, repeats=repeats)[0].summary()
+
+
+def evaluate_many(
+    scorers: Mapping[Hashable, Scorer], cases: EvalCases, ks: Sequence[int], *, batch_size: int = 512, seed: int = 0, repeats: str = "allow"
+) -> dict[Hashable, dict[str, float]]:
+    """`evaluate_cases` of several scorers in one pass over the cases (`rank_many`)."""
+    ranked = rank_many(scorers, cases, ks, batch_size=batch_size, seed=seed, repeats=repeats)
+    return {key: full.summary() for key, (full, _) in ranked.items()}
 
 
 def history_buckets(lengths: np.ndarray, edges: Sequence[int]) -> tuple[np.ndarray, list[str]]:

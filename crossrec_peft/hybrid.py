@@ -380,12 +380,13 @@ def best_decay(validation: dict[float, dict[str, float]]) -> float:
     return max(validation, key=lambda d: (validation[d]["ndcg@10"], d))
 
 
-def hybrid_scorer(base, term: CooccurrenceTerm, weight: float):
-    """An evaluation scorer (histories -> [users, items]): the model's scores plus `weight` times the term."""
+def hybrid_scorer(base, term, weight: float):
+    """An evaluation scorer (histories -> [users, items]): the model's scores `base` plus `weight` times the
+    term's scores `term` (`CooccurrenceTerm.scores`, or a `BatchShared` of it when several weights share it)."""
     if weight == 0:
         return base
 
     def score(histories):
-        return base(histories) + weight * term.scores(histories)
+        return base(histories) + weight * term(histories)
 
     return score

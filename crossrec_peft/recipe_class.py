@@ -25,7 +25,7 @@ from .data import load_data, make_split
 from .data.domains import get_domain
 from .data.source import model_fields
 from .errors import ConfigError, did_you_mean
-from .evaluation import HeldOutEvaluation, encode_catalog, evaluate_cases, model_scorer
+from .evaluation import BatchShared, HeldOutEvaluation, encode_catalog, evaluate_cases, evaluate_many, model_scorer
 from .hybrid import FILE as HYBRID_FILE
 from .hybrid import HybridChoice, Neighbours, best_decay, best_weight, hybrid_scorer
 from .methods.base import count_parameters
@@ -257,11 +257,15 @@ class Recipe(Trainer):
         neighbours = Neighbours.fit(self.split.train, ids, cfg.hybrid.neighbours)
         term = neighbours.on_catalog(ids)
         base = model_scorer(self.model, content, cfg.model.max_history)
+        # Each step ranks all its candidates in one pass over the validation cases, so the model's scores (and
+        # in the first step the term's) are computed once per batch of cases, not once per candidate.
+        shared = BatchShared(base)
 
-        def validate(scorer):
-            return evaluate_cases(scorer, self.split.validation, list(cfg.eval.ks), seed=cfg.seed, repeats=cfg.eval.repeats)
+        def validate(scorers: dict) -> dict:
+            return evaluate_many(scorers, self.split.validation, list(cfg.eval.ks), seed=cfg.seed, repeats=cfg.eval.repeats)
 
-        validation = {w: validate(hybrid_scorer(base, term, w)) for w in sorted({0.0, *map(float, cfg.hybrid.weights)})}
+        term_scores = BatchShared(term.scores)
+        validation = validate({w: hybrid_scorer(shared, term_scores, w) for w in sorted({0.0, *map(float, cfg.hybrid.weights)})})
         choice = HybridChoice(neighbours, best_weight(validation), validation)  # every weight's score: in the report
         if choice.weight > 0 and cfg.hybrid.borrow > 0 and any(w > 0 for w in cfg.hybrid.borrow_weights):
             with torch.no_grad():
@@ -269,21 +273,21 @@ class Recipe(Trainer):
             terms = {0.0: term}
             for b in sorted({float(w) for w in cfg.hybrid.borrow_weights if w > 0}):
                 terms[b] = neighbours.on_catalog(ids, vectors, borrow=cfg.hybrid.borrow, borrow_weight=b)
-            choice.borrow_validation = {b: validation[choice.weight] if b == 0 else validate(hybrid_scorer(base, t, choice.weight))
-                                        for b, t in terms.items()}
+            by_borrow = validate({b: hybrid_scorer(shared, t.scores, choice.weight) for b, t in terms.items() if b > 0})
+            choice.borrow_validation = {0.0: validation[choice.weight], **by_borrow}
             choice.borrow, choice.borrow_weight = cfg.hybrid.borrow, best_weight(choice.borrow_validation)
             term = terms[choice.borrow_weight]
         if choice.weight > 0 and any(d < 1 for d in cfg.hybrid.decays):
             terms = {1.0: term}
             for d in sorted({float(d) for d in cfg.hybrid.decays if d < 1}):
                 terms[d] = term.with_decay(d)  # the chosen term, borrowing included; only the history's weights change
-            choice.decay_validation = {d: choice.chosen if d == 1 else validate(hybrid_scorer(base, t, choice.weight))
-                                       for d, t in terms.items()}
+            by_decay = validate({d: hybrid_scorer(shared, t.scores, choice.weight) for d, t in terms.items() if d < 1})
+            choice.decay_validation = {1.0: choice.chosen, **by_decay}
             choice.decay = best_decay(choice.decay_validation)
             term = terms[choice.decay]
         self.log.write({"epoch": best_epoch, "split": "validation", "system": "hybrid", "weight": choice.weight,
                         "borrow_weight": choice.borrow_weight, "decay": choice.decay, **choice.chosen})
-        tested = self.held_out.run("hybrid", hybrid_scorer(base, term, choice.weight))
+        tested = self.held_out.run("hybrid", hybrid_scorer(base, term.scores, choice.weight))
         self.log.write({"epoch": best_epoch, "split": "test", "system": "hybrid", "weight": choice.weight,
                         "borrow_weight": choice.borrow_weight, "decay": choice.decay, **tested})
         borrowed = f", items without co-occurrences borrowing x{choice.borrow_weight:g}" if choice.borrow_weight else ""

@@ -6,7 +6,8 @@ import torch
 
 from crossrec_peft.baselines import popularity_scorer
 from crossrec_peft.data.split import EvalCases
-from crossrec_peft.evaluation import HeldOutEvaluation, evaluate_cases, history_buckets, pad_histories, rank_cases
+from crossrec_peft.evaluation import (BatchShared, HeldOutEvaluation, evaluate_cases, evaluate_many, history_buckets, pad_histories,
+                                      rank_cases, rank_many)
 from crossrec_peft.metrics import ranking_metrics
 
 
@@ -83,6 +84,68 @@ def test_sampled_negatives_rank_among_unseen_items_and_overstate():
     assert (sampled.values["recall@10"] >= full.values["recall@10"]).all()
     assert sampled.summary()["recall@10"] > full.summary()["recall@10"]
     assert "coverage@10" not in sampled.summary()  # a list metric of full ranking only
+
+
+RANK_MANY_CASES = [  # (seed, users, items, batch size, repeats, sampled negatives, ties)
+    (20, 45, 30, 16, "allow", None, False),
+    (21, 70, 50, 32, "miss", 12, False),
+    (22, 33, 12, 64, "miss", None, True),  # scores rounded to a few values: tie-breaking decides ranks
+]
+
+
+@pytest.mark.parametrize("seed, users, items, batch, repeats, sampled, ties", RANK_MANY_CASES)
+def test_rank_many_gives_each_scorer_what_ranking_it_alone_gives(seed, users, items, batch, repeats, sampled, ties):
+    """Several scorers ranked in one pass (a shared base, the base plus two weights of a shared term, and one
+    unrelated) give each the per-case values and coverage of rank_cases on that scorer alone; the shared
+    parts run once per batch of cases, and what a scorer does in place to a shared result stays its own."""
+    rng = np.random.default_rng(seed)
+    cases = random_cases(rng, users, items)
+    base_table = torch.tensor(rng.normal(size=(users, items)), dtype=torch.float32)
+    term_table = torch.tensor(rng.random(size=(users, items)), dtype=torch.float32)
+    other_table = torch.tensor(rng.normal(size=(users, items)), dtype=torch.float32)
+    if ties:
+        base_table, term_table, other_table = (t.mul(2).round() for t in (base_table, term_table, other_table))
+    calls = {"base": 0, "term": 0}
+
+    def rows_of(table, name=None):
+        def scorer(histories):  # the cases are ranked in order: the histories' position gives the rows
+            start = next(i for i in range(0, users, batch) if cases.histories[i] is histories[0])
+            if name:
+                calls[name] += 1
+            return table[start : start + len(histories)].clone()
+        return scorer
+
+    base, term = BatchShared(rows_of(base_table, "base")), BatchShared(rows_of(term_table, "term"))
+    scorers = {
+        "base": base, "base again": base,
+        0.5: lambda h: base(h) + 0.5 * term(h), 2.0: lambda h: base(h) + 2.0 * term(h),
+        "other": rows_of(other_table),
+    }
+    alone = {
+        "base": rows_of(base_table), "base again": rows_of(base_table),
+        0.5: lambda h: rows_of(base_table)(h) + 0.5 * rows_of(term_table)(h),
+        2.0: lambda h: rows_of(base_table)(h) + 2.0 * rows_of(term_table)(h),
+        "other": rows_of(other_table),
+    }
+    together = rank_many(scorers, cases, [5, 10], batch_size=batch, seed=seed, sampled_negatives=sampled, repeats=repeats)
+    batches = -(-users // batch)
+    assert calls == {"base": batches, "term": batches}
+    for key, scorer in alone.items():
+        full, sampled_results = rank_cases(scorer, cases, [5, 10], batch_size=batch, seed=seed, sampled_negatives=sampled, repeats=repeats)
+        got_full, got_sampled = together[key]
+        for name, values in full.values.items():
+            assert torch.equal(got_full.values[name], values), (key, name)
+        assert got_full.coverage == full.coverage, key
+        assert (got_sampled is None) == (sampled_results is None)
+        if sampled_results is not None:
+            for name, values in sampled_results.values.items():
+                assert torch.equal(got_sampled.values[name], values), (key, name)
+    summaries = evaluate_many(scorers, cases, [5, 10], batch_size=batch, seed=seed, repeats=repeats)
+    assert summaries["other"] == evaluate_cases(rows_of(other_table), cases, [5, 10], batch_size=batch, seed=seed, repeats=repeats)
+    assert summaries[2.0]["ndcg@10"] != summaries["base"]["ndcg@10"]  # the cases tell the scorers apart
+    first = cases.histories[:batch]
+    base(first).fill_(float("-inf"))  # what ranking does to the history items, here to every item
+    assert torch.equal(base(first), base_table[:batch])
 
 
 def test_sampled_negatives_exclude_history_and_target():

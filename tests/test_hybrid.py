@@ -197,8 +197,8 @@ def test_hybrid_scorer_adds_the_weighted_term():
     term = Neighbours.fit(seqs, ids, 15).on_catalog(ids)
     base = lambda histories: torch.ones(len(histories), 15)  # noqa: E731
     histories = [np.array([1, 2]), np.array([3])]
-    assert hybrid_scorer(base, term, 0.0) is base
-    assert torch.allclose(hybrid_scorer(base, term, 0.5)(histories), 1 + 0.5 * term.scores(histories))
+    assert hybrid_scorer(base, term.scores, 0.0) is base
+    assert torch.allclose(hybrid_scorer(base, term.scores, 0.5)(histories), 1 + 0.5 * term.scores(histories))
     assert json.dumps(term.scores(histories).tolist())  # plain floats
 
 

@@ -22,6 +22,14 @@ from ..methods.cached import is_cached
 from .heads import ResidualLowRank
 
 
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`table[index]` (rows of [N, D] at any index shape), with a backward that sums repeated rows in a fixed
+    order. Advanced indexing's backward (index_put_ with accumulate) adds them in parallel on a CPU, in an
+    order that depends on the threads: with an item in several windows of a batch, two runs of one seed drifted
+    apart after a few steps. F.embedding's backward sorts the indices first."""
+    return F.embedding(index, table)
+
+
 class ModalityEncoder(nn.Module):
     """One modality of an item: which fields it reads, its backbone and the method tuning that backbone."""
 
@@ -153,7 +161,7 @@ class TwoTowerModel(nn.Module):
         With sampled negatives in the batch, also their vectors (`negative_vectors` [P, D]), item ids
         (`negative_items` [P]) and each pair's negatives as indices into them (`negatives` [N, K])."""
         content = self.encode_content(batch["items"])
-        sequence, mask = content[batch["sequence"]], batch["sequence_mask"]
+        sequence, mask = gather_rows(content, batch["sequence"]), batch["sequence_mask"]
         prefixes = self.user_prefixes(sequence, mask)
         valid = mask[:, 1:]
         rows = torch.arange(len(mask), device=mask.device).unsqueeze(1).expand_as(valid)
@@ -165,7 +173,7 @@ class TwoTowerModel(nn.Module):
             "row": rows[valid],
         }
         if "negative_pool" in batch:
-            outputs["negative_vectors"] = self.item_vectors(content[batch["negative_pool"]])
+            outputs["negative_vectors"] = self.item_vectors(gather_rows(content, batch["negative_pool"]))
             outputs["negative_items"] = batch["negative_pool_items"]
             outputs["negatives"] = batch["negatives"]
         return outputs

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..model.heads import BinaryHead
+from ..model.two_tower import gather_rows
 from ..registry import objectives
 from ..data.negatives import NegativeSampler
 from .base import NegativeOptions, Objective, ObjectiveContext, in_user_window, sampler_needs
@@ -88,7 +89,7 @@ class PointwiseCTR(Objective):
         k = self.options.num_negatives
         if k > 0 and "negatives" in outputs:
             local = outputs["negatives"][:, :k]
-            vectors = outputs["negative_vectors"][local]  # [N, k, D]
+            vectors = gather_rows(outputs["negative_vectors"], local)  # [N, k, D]; pairs share the pool's rows
             logits.append(self.head((users.unsqueeze(1) * vectors).sum(-1)).flatten())
             targets.append(torch.zeros(local.numel(), dtype=users.dtype, device=users.device))
             # A sampled item the user did interact with is not a negative.
