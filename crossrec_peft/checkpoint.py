@@ -89,9 +89,9 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
+    from .fsutil import save_safetensors
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

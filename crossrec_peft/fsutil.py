@@ -4,8 +4,10 @@ what it reads back (sha256 of files)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Mapping
 
 
 def current_umask() -> int:
@@ -34,3 +36,27 @@ def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     update_digest(digest, path)
     return digest.hexdigest()
+
+
+def save_safetensors(tensors: Mapping, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
+    """safetensors.torch.save_file with the same bytes for the same tensors and metadata, in every process.
+
+    safetensors keeps the metadata in a Rust hash map, which lists its keys in a per-process random order: two
+    runs that saved equal tensors and equal metadata wrote different files, so a package's sha256 (its id) was
+    not reproducible. The header is the format's documented JSON (8-byte little-endian length, the JSON,
+    space padding to 8 bytes, then the data, whose offsets are relative to the data): the metadata keys are
+    sorted and the header written again; the tensor entries and the data keep the library's own layout."""
+    from safetensors.torch import save
+
+    raw = save(dict(tensors), metadata=dict(metadata) if metadata else None)
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header["__metadata__"].items())),
+                  **{k: v for k, v in header.items() if k != "__metadata__"}}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as fh:
+        fh.write(len(text).to_bytes(8, "little"))
+        fh.write(text)
+        fh.write(memoryview(raw)[8 + length :])

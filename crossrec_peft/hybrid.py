@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .errors import PackageError
+from .fsutil import save_safetensors
 
 FILE = "hybrid_neighbours.safetensors"
 
@@ -91,11 +92,9 @@ class Neighbours:
 
     # -- the package's file ----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
         tensors = {"indptr": self.indptr.contiguous(), "index": self.index.to(torch.int32).contiguous(),
                    "similarity": self.similarity.to(torch.float16).contiguous()}  # 3 significant digits: enough to rank
-        save_file(tensors, str(path), metadata={
+        save_safetensors(tensors, path, metadata={
             "format": "pt", "item_ids": json.dumps(self.item_ids), "per_item": str(self.per_item)})
 
     @classmethod

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError, PackageError
-from .fsutil import sha256, update_digest
+from .fsutil import save_safetensors, sha256, update_digest
 
 FORMAT = "crossrec-index/1"
 
@@ -139,15 +139,13 @@ class Index:
 
 def save_index(path: str | Path, index: Index) -> Path:
     """Written beside the target and renamed, so a reader never sees half a file."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**index.meta, "format": FORMAT, "item_ids": json.dumps(index.item_ids)}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     os.close(fd)
     try:
-        save_file({"content": index.content.float().contiguous()}, tmp, metadata=meta)
+        save_safetensors({"content": index.content.float().contiguous()}, tmp, metadata=meta)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:

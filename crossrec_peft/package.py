@@ -34,11 +34,11 @@ from typing import Any, Callable, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .backbones.base import CatalogTable
 from .errors import PackageError
-from .fsutil import make_public, sha256
+from .fsutil import make_public, save_safetensors, sha256
 from .hybrid import FILE as HYBRID_FILE
 from .hybrid import HybridChoice, HybridRanking, Neighbours
 from .manifest import canonical_sha256, check_listing, check_peft_configs, check_safetensors, check_schema, check_sealed
@@ -161,7 +161,7 @@ def export_package(
             enc.method.save(enc.backbone, tmp / rel)
         weight_files = _split_state(model, exported_state(model))
         for file, tensors in weight_files.items():
-            save_file(tensors, str(tmp / file), metadata={"format": "pt"})
+            save_safetensors(tensors, tmp / file, metadata={"format": "pt"})
         hybrid_record = None
         if hybrid is not None:
             hybrid_record = {**hybrid.record(), "file": HYBRID_FILE if hybrid.weight > 0 else None}

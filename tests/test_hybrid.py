@@ -120,6 +120,9 @@ def test_save_load_and_another_catalog_order(tmp_path):
     table.save(tmp_path / "n.safetensors")
     loaded = Neighbours.load(tmp_path / "n.safetensors")
     assert loaded.item_ids == ids and loaded.per_item == 10 and loaded.pairs == table.pairs
+    # Saved again, the same bytes (the metadata's three keys in a fixed order): a package's id is its hash.
+    loaded.save(tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "n.safetensors").read_bytes()
     catalog = ["new", *reversed(ids[1:])]  # i0 left out, "new" added
     history = [3, 7, 7]
     want = table.on_catalog(ids).scores([history])[0]

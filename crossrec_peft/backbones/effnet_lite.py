@@ -92,7 +92,8 @@ def map_state(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], 
 def convert(name: str) -> Path:
     """The converted safetensors file for a bundled backbone, made on first use (atomically: a rename)."""
     import timm
-    from safetensors.torch import save_file
+
+    from ..fsutil import save_safetensors
 
     bundle = BUNDLED[name]
     target = converted_path(name, bundle)
@@ -114,9 +115,8 @@ def convert(name: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
     os.close(fd)
     try:
-        # One metadata key: safetensors writes several in hash-map order, and the file's bytes must not vary
-        # (its sha256 is the backbone's identity).
-        save_file(mapped, tmp, metadata={"source": f"{bundle.pip_name}/{bundle.file} sha256:{bundle.sha256} -> timm {bundle.timm_arch}"})
+        # save_safetensors: the file's bytes must not vary (its sha256 is the backbone's identity).
+        save_safetensors(mapped, tmp, metadata={"source": f"{bundle.pip_name}/{bundle.file} sha256:{bundle.sha256} -> timm {bundle.timm_arch}"})
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
