@@ -6,6 +6,7 @@ as the run built them (its config.yaml), the adapter is loaded from the package,
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 
 from crossrec_peft.config import load_config
 from crossrec_peft.evaluation import encode_zero_shot, model_scorer
-from crossrec_peft.package import init_from_package
+from crossrec_peft.package import MANIFEST, init_from_package
 from crossrec_peft.recipe_class import Recipe
 from crossrec_peft.train import make_accelerator
 
@@ -33,6 +34,14 @@ class LoadedRun:
     @property
     def item_ids(self) -> list:
         return list(self.recipe.data.item_ids)
+
+    @property
+    def hybrid_record(self) -> dict:
+        """What the run chose for the hybrid (the package manifest's `hybrid`: weight, borrowing, decay)."""
+        manifest = json.loads((self.run / "adapter" / MANIFEST).read_text())
+        if not manifest.get("hybrid"):
+            raise SystemExit(f"{self.run}: the run's package has no hybrid (hybrid.enabled was off)")
+        return manifest["hybrid"]
 
     def untuned_vectors(self) -> torch.Tensor:
         """The untuned backbone's item vectors of the catalog's rows: a fresh model of the run's config, whose

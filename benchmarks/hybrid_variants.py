@@ -15,6 +15,10 @@ term of their nearest items (`borrow_weight`). This script ranks a grid of varia
   P(user | i) P(j | user) / n_j^b) and `pow:p` (the cosine to the power p: p above 1 sharpens);
 - the vectors never-bought items borrow by (`--borrow-from`): the model's item vectors (the product's), the
   untuned backbone's, or both concatenated.
+- users' neighbours as a third term (`--users K ...`): each case's K training users of highest overlap with
+  its recency-weighted history, divided by the user's length^a (`--user-alpha`), vote for the items they
+  bought, the votes normalised to sum 1 per case; added at `--user-weights` on top of the product's term as
+  the recipe chose it (its weight, borrowing and decay from the package's manifest).
 
 Each item keeps its `hybrid.neighbours` most similar items, as the package does. Every cell of the grid is
 ranked on validation and test (the standard protocol of the run's config); validation's best cell is marked.
@@ -113,6 +117,30 @@ def variant_scorer(base, table: sp.csr_matrix, decay: float, borrowing: Borrowin
     return score
 
 
+def users_scorer(base, x: sp.csr_matrix, k: int, alpha: float, decay: float, weight: float):
+    """`base` plus `weight` x the normalised votes of each history's k most similar training users (module doc)."""
+    lengths = np.maximum(np.asarray(x.sum(1)).ravel(), 1)
+    by_user = (x.T @ sp.diags(lengths**-alpha)).tocsr()  # items x users, each user's column / length^alpha
+
+    def score(histories):
+        rows, cols, vals = [], [], []
+        for r, history in enumerate(histories):
+            shares = recency_shares([int(item) for item in history], decay)
+            rows += [r] * len(shares)
+            cols += list(shares)
+            vals += list(shares.values())
+        q = sp.csr_matrix((vals, (rows, cols)), shape=(len(histories), x.shape[1]))
+        similarity = (q @ by_user).toarray()  # cases x users
+        if k < similarity.shape[1]:
+            kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1 : k]
+            similarity[similarity < kth] = 0
+        similarity /= np.maximum(similarity.sum(1, keepdims=True), 1e-12)
+        votes = torch.from_numpy((sp.csr_matrix(similarity) @ x).toarray().astype(np.float32))
+        return base(histories) + weight * votes
+
+    return score
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished recipe run directory (config.yaml, adapter/)")
@@ -122,6 +150,9 @@ def main() -> None:
                         help="the item vectors never-bought items borrow by")
     parser.add_argument("--borrow-weights", type=float, nargs="+", default=[0.0, 2.0])
     parser.add_argument("--weights", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--users", type=int, nargs="*", default=[], help="users' neighbours: how many per case (none: not run)")
+    parser.add_argument("--user-weights", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--user-alpha", type=float, nargs="+", default=[0.5])
     parser.add_argument("--tag", default="", help="appended to the results file's name (several grids on one run)")
     args = parser.parse_args()
     loaded = load_run(args.run)
@@ -165,6 +196,21 @@ def main() -> None:
             if (spec, source, decay, borrow_weight, weight) == ("cosine", "model", 1.0, 2.0, 1.0):
                 gap = abs(row["validation ndcg@10"] - reference["validation ndcg@10"])
                 assert gap < 5e-4, f"the grid's plain cell ({row}) does not reproduce the product's term ({reference})"
+
+    if args.users:
+        # On top of the product's term as the run chose it (the manifest's hybrid record).
+        chosen = loaded.hybrid_record
+        product = Neighbours.fit(split.train, ids, cfg.hybrid.neighbours).on_catalog(
+            ids, loaded.vectors, borrow=int(chosen.get("borrow") or 0), borrow_weight=float(chosen.get("borrow_weight") or 0),
+            decay=float(chosen.get("decay") or 1.0))
+        shipped = hybrid_scorer(loaded.base, product.scores, float(chosen["weight"]))
+        report({"term": "the run's hybrid", "similarity": "cosine", "borrow from": "model", "decay": float(chosen.get("decay") or 1.0),
+                "borrow weight": float(chosen.get("borrow_weight") or 0), "weight": float(chosen["weight"]), **ranked(shipped)})
+        for k, alpha, weight in itertools.product(args.users, args.user_alpha, args.user_weights):
+            row = ranked(users_scorer(shipped, x, k, alpha, float(chosen.get("decay") or 1.0), weight))
+            report({"term": f"the run's hybrid + {k} users' neighbours x{weight:g} (length^{alpha:g})", "similarity": "cosine",
+                    "borrow from": "model", "decay": float(chosen.get("decay") or 1.0),
+                    "borrow weight": float(chosen.get("borrow_weight") or 0), "weight": float(chosen["weight"]), **row})
 
     grid = [r for r in rows if r["term"] == "grid"]
     best = max(grid, key=lambda r: r["validation ndcg@10"])
