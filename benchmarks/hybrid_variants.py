@@ -18,7 +18,9 @@ term of their nearest items (`borrow_weight`). This script ranks a grid of varia
 - users' neighbours as a third term (`--users K ...`): each case's K training users of highest overlap with
   its recency-weighted history, divided by the user's length^a (`--user-alpha`), vote for the items they
   bought, the votes normalised to sum 1 per case; added at `--user-weights` on top of the product's term as
-  the recipe chose it (its weight, borrowing and decay from the package's manifest).
+  the recipe chose it (its weight, borrowing and decay from the package's manifest); with
+  `--user-borrow-weights`, items never bought in training borrow their nearest bought items' votes, as they
+  borrow the co-occurrence term.
 
 Each item keeps its `hybrid.neighbours` most similar items, as the package does. Every cell of the grid is
 ranked on validation and test (the standard protocol of the run's config); validation's best cell is marked.
@@ -117,8 +119,9 @@ def variant_scorer(base, table: sp.csr_matrix, decay: float, borrowing: Borrowin
     return score
 
 
-def users_scorer(base, x: sp.csr_matrix, k: int, alpha: float, decay: float, weight: float):
-    """`base` plus `weight` x the normalised votes of each history's k most similar training users (module doc)."""
+def users_scorer(base, x: sp.csr_matrix, k: int, alpha: float, decay: float, weight: float, borrowing: Borrowing | None = None):
+    """`base` plus `weight` x the normalised votes of each history's k most similar training users (module doc);
+    with `borrowing`, items nobody bought in training borrow their nearest bought items' votes."""
     lengths = np.maximum(np.asarray(x.sum(1)).ravel(), 1)
     by_user = (x.T @ sp.diags(lengths**-alpha)).tocsr()  # items x users, each user's column / length^alpha
 
@@ -136,6 +139,8 @@ def users_scorer(base, x: sp.csr_matrix, k: int, alpha: float, decay: float, wei
             similarity[similarity < kth] = 0
         similarity /= np.maximum(similarity.sum(1, keepdims=True), 1e-12)
         votes = torch.from_numpy((sp.csr_matrix(similarity) @ x).toarray().astype(np.float32))
+        if borrowing is not None:
+            borrowing.add_to(votes)
         return base(histories) + weight * votes
 
     return score
@@ -153,6 +158,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="*", default=[], help="users' neighbours: how many per case (none: not run)")
     parser.add_argument("--user-weights", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--user-alpha", type=float, nargs="+", default=[0.5])
+    parser.add_argument("--user-borrow-weights", type=float, nargs="+", default=[0.0],
+                        help="items never bought in training borrow this x the votes of their nearest bought items (0: none)")
     parser.add_argument("--tag", default="", help="appended to the results file's name (several grids on one run)")
     args = parser.parse_args()
     loaded = load_run(args.run)
@@ -206,9 +213,12 @@ def main() -> None:
         shipped = hybrid_scorer(loaded.base, product.scores, float(chosen["weight"]))
         report({"term": "the run's hybrid", "similarity": "cosine", "borrow from": "model", "decay": float(chosen.get("decay") or 1.0),
                 "borrow weight": float(chosen.get("borrow_weight") or 0), "weight": float(chosen["weight"]), **ranked(shipped)})
-        for k, alpha, weight in itertools.product(args.users, args.user_alpha, args.user_weights):
-            row = ranked(users_scorer(shipped, x, k, alpha, float(chosen.get("decay") or 1.0), weight))
-            report({"term": f"the run's hybrid + {k} users' neighbours x{weight:g} (length^{alpha:g})", "similarity": "cosine",
+        bought = torch.as_tensor(np.asarray(x.sum(0)).ravel() > 0)
+        for k, alpha, weight, lend in itertools.product(args.users, args.user_alpha, args.user_weights, args.user_borrow_weights):
+            borrowing = Borrowing.nearest(bought, loaded.vectors, borrow, lend) if lend else None
+            row = ranked(users_scorer(shipped, x, k, alpha, float(chosen.get("decay") or 1.0), weight, borrowing))
+            lent = f", never-bought items borrowing x{lend:g}" if lend else ""
+            report({"term": f"the run's hybrid + {k} users' neighbours x{weight:g} (length^{alpha:g}{lent})", "similarity": "cosine",
                     "borrow from": "model", "decay": float(chosen.get("decay") or 1.0),
                     "borrow weight": float(chosen.get("borrow_weight") or 0), "weight": float(chosen["weight"]), **row})
 
