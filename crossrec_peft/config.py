@@ -201,6 +201,49 @@ def _keys_at(schema: DictConfig, dotted: str) -> list[str]:
     return list(node.keys()) if isinstance(node, DictConfig) else []
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return "a single value"
+
+
+def _shape_mismatch(current: DictConfig, given: Mapping, source: str) -> ConfigError | None:
+    """The first key of `given` (a recipe's or an override's mapping) that gives a mapping, a list or a single
+    value where `current` (the schema, or the config so far) holds another kind, as a ConfigError naming the key
+    and the form it takes; None when every key's kind fits (OmegaConf raises a bare TypeError for a mapping
+    merged onto a list, and names no key for a single value merged onto a section)."""
+    defaults = OmegaConf.to_container(current, resolve=False, throw_on_missing=False)
+
+    def walk(want: Any, have: Any, prefix: str) -> ConfigError | None:
+        if not isinstance(want, Mapping) or not isinstance(have, Mapping):
+            return None
+        for key, value in have.items():
+            if key not in want or want[key] is None or value is None:
+                continue  # unknown keys and optional sections: OmegaConf's own messages name them
+            full = f"{prefix}{key}"
+            expected, got = _kind(want[key]), _kind(value)
+            # A single value where a list belongs, or a mapping where none does (or none where one does). A list
+            # where a single value belongs is left to OmegaConf, whose message names the value it cannot convert.
+            if expected != got and (expected == "a list" or "a mapping" in (expected, got)):
+                if expected == "a list":
+                    example = f"{full}=[{','.join(str(v) for v in want[key])}]" if want[key] else f"{full}=[a,b]"
+                    form = f"a list, as in {example}"
+                elif expected == "a mapping":
+                    keys = ", ".join(list(want[key])[:5])
+                    form = f"a section of keys ({keys}{', ...' if len(want[key]) > 5 else ''}), set one at a time as {full}.KEY=VALUE"
+                else:
+                    form = "a single value"
+                return ConfigError(f"{source}: '{full}' takes {form}; got {got}.")
+            found = walk(want[key], value, f"{full}.")
+            if found is not None:
+                return found
+        return None
+
+    return walk(defaults, given, "")
+
+
 def _explain(exc: OmegaConfBaseException, source: str, schema: DictConfig) -> ConfigError:
     full_key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
     if isinstance(exc, ConfigKeyError):
@@ -232,6 +275,9 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
             user = OmegaConf.create(dict(source))
         if not isinstance(user, DictConfig):
             raise ConfigError(f"{label}: a config must be a YAML mapping, got {type(user).__name__}.")
+        mismatch = _shape_mismatch(schema, OmegaConf.to_container(user, resolve=False), label)
+        if mismatch is not None:
+            raise mismatch
         cfg = OmegaConf.merge(schema, user)
     except OmegaConfBaseException as exc:
         raise _explain(exc, label, schema) from None
@@ -278,9 +324,18 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
         try:
             for key, value in replaced:
                 OmegaConf.update(cfg, key, value, merge=False)
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in rest]))
         except OmegaConfBaseException as exc:
             raise _explain(exc, "command-line override", schema) from None
+        for key, value in rest:  # one at a time, so that an error names the override that caused it
+            where = f"command-line override '{key}={value}'"
+            try:
+                given = OmegaConf.from_dotlist([f"{key}={value}"])
+                mismatch = _shape_mismatch(cfg, OmegaConf.to_container(given, resolve=False), where)
+                if mismatch is not None:
+                    raise mismatch
+                cfg = OmegaConf.merge(cfg, given)
+            except OmegaConfBaseException as exc:
+                raise _explain(exc, where, schema) from None
         for modality in dropped:
             cfg.model.modalities.pop(modality, None)
     if name is not None and cfg.name == "run":

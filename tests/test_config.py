@@ -47,6 +47,12 @@ def test_overrides_are_dotted_and_typed():
         ("hybrid.borrow_weights=[.nan]", "'hybrid.borrow_weights' must be finite and 0 or more"),
         ("hybrid.decays=[0.8,1.5]", "'hybrid.decays' must each lie in (0, 1]"),
         ("hybrid.decays=[0]", "'hybrid.decays' must each lie in (0, 1]"),
+        # A value of the wrong form: a single value or a mapping for a list, anything but a mapping for a section.
+        ("eval.ks=5", "override 'eval.ks=5': 'eval.ks' takes a list, as in eval.ks=["),
+        ("hybrid.weights={a: 1}", "'hybrid.weights' takes a list, as in hybrid.weights=["),
+        ("model.user_encoder=[1,2]", "'model.user_encoder' takes a section of keys (name"),
+        ("train=5", "'train' takes a section of keys (objective, epochs, "),
+        ("train.epochs={a: 1}", "'train.epochs' takes a single value; got a mapping"),
     ],
 )
 def test_bad_values_name_the_key(override, expected):
@@ -84,6 +90,20 @@ def test_unknown_key_in_user_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(path) in str(err.value) and "epochs" in str(err.value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("hybrid:\n  weights: {a: 1}\n", "'hybrid.weights' takes a list, as in hybrid.weights=["),
+    ("eval:\n  ks: 10\n", "'eval.ks' takes a list"),
+    ("train: 5\n", "'train' takes a section of keys"),
+    ("train:\n  lr: [0.1]\n", "invalid value for 'train.lr'"),
+])
+def test_a_value_of_the_wrong_form_in_a_user_file(tmp_path, text, expected):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and expected in str(err.value)
 
 
 def test_yaml_syntax_error(tmp_path):
