@@ -87,11 +87,15 @@ def prepare(rec: "Recommender", query: Query) -> Prepared:
     field at fault: an unknown domain (with the closest name), an empty history, unknown item ids (each
     named), k below 1 or above the catalog size."""
     d = resolve_domain(rec, query.domain)
-    rec._ensure_index(d)
-    assert d.index is not None
     history = list(query.history)
     if not history:
         raise QueryError(f"An empty history for domain '{d.name}': give at least one item.", field="history", kind="empty_history")
+    if d.index is None:
+        # Before the catalog is encoded (minutes for a real catalog on a CPU): a mistyped id fails at once.
+        catalog = rec._catalog(d)
+        _unknown_ids(d, [str(i) for i in history if not isinstance(i, Mapping) and str(i) not in catalog.rows], len(catalog.item_ids))
+    rec._ensure_index(d)
+    assert d.index is not None
     size = len(d.index.item_ids)
     k = query.k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
@@ -111,14 +115,18 @@ def prepare(rec: "Recommender", query: Query) -> Prepared:
             unknown.append(str(item))
         else:
             resolved.append(row)
+    _unknown_ids(d, unknown, size)
+    known = sorted({r for r in resolved if isinstance(r, int)})
+    excluded = known if query.exclude_history else []
+    return Prepared(query, d, resolved[-d.max_history :], excluded, k, history_rows(history, rows))
+
+
+def _unknown_ids(d: "_Domain", unknown: list[str], size: int) -> None:
     if unknown:
         names = list(dict.fromkeys(unknown))
         shown = ", ".join(repr(u) for u in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
         raise QueryError(f"Unknown item ids in the history for domain '{d.name}': {shown} (not in its catalog of {size} items).",
                          field="history", kind="unknown_item")
-    known = sorted({r for r in resolved if isinstance(r, int)})
-    excluded = known if query.exclude_history else []
-    return Prepared(query, d, resolved[-d.max_history :], excluded, k, history_rows(history, rows))
 
 
 @torch.no_grad()

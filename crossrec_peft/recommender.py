@@ -566,6 +566,9 @@ class Recommender:
         if k <= 0:
             raise ConfigError(f"k must be positive, got {k}.")
         d = self._get(domain)
+        if d.index is None:
+            # Before the catalog is encoded (minutes for a real catalog on a CPU): a mistyped id fails at once.
+            _check_history(d, history, self._catalog(d).rows)
         self._ensure_index(d)
         assert d.index is not None and d.vectors is not None
         rows = _lookup_index(d, history)
@@ -656,19 +659,25 @@ def _demo_catalog(source: str) -> Path | None:
     return ensure_demo(cfg)
 
 
-def _lookup_index(d: _Domain, history: Sequence[str]) -> list[int]:
+def _check_history(d: _Domain, history: Sequence[str], known: Mapping[str, int]) -> None:
+    """DataError for an empty history or ids not among `known` (catalog id -> row), each named."""
     if not history:
         raise DataError(f"An empty history for domain '{d.name}': give at least one item id.")
+    unknown = list(dict.fromkeys(str(h) for h in history if str(h) not in known))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        # The catalog directory (--data) the index was built from: where the user looks for the ids.
+        meta = (d.index.meta or {}) if d.index is not None else {}
+        where = (d.catalog.directory if d.catalog is not None else None) or d.data_dir or meta.get("catalog") or d.index_path or "its index"
+        raise DataError(f"Unknown item ids in the history for domain '{d.name}': {shown} (not in the catalog at {where}).")
+
+
+def _lookup_index(d: _Domain, history: Sequence[str]) -> list[int]:
     positions = getattr(d.index, "_rows", None)
     if positions is None:
         positions = {i: r for r, i in enumerate(d.index.item_ids)}
         d.index._rows = positions  # type: ignore[attr-defined]
-    unknown = list(dict.fromkeys(str(h) for h in history if str(h) not in positions))
-    if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-        # The catalog directory (--data) the index was built from: where the user looks for the ids.
-        where = (d.catalog.directory if d.catalog is not None else None) or d.data_dir or (d.index.meta or {}).get("catalog") or d.index_path or "its index"
-        raise DataError(f"Unknown item ids in the history for domain '{d.name}': {shown} (not in the catalog at {where}).")
+    _check_history(d, history, positions)
     return [positions[str(h)] for h in history]
 
 

@@ -12,12 +12,18 @@ from tests.conftest import small_layout
 
 
 @pytest.fixture(scope="module")
-def rec(tiny_bert, tmp_path_factory):
+def packages(tiny_bert, tmp_path_factory):
     root = tmp_path_factory.mktemp("batched")
     data = small_layout(root / "data", num_items=16)
+    return [make_package(tiny_bert, root / "pk", "shop", "lora", seed=1, data=data),
+            make_package(tiny_bert, root / "pk", "bank", "ia3", seed=2, data=data)]
+
+
+@pytest.fixture(scope="module")
+def rec(packages):
     rec = Recommender(device="cpu")
-    rec.load_adapter(make_package(tiny_bert, root / "pk", "shop", "lora", seed=1, data=data))
-    rec.load_adapter(make_package(tiny_bert, root / "pk", "bank", "ia3", seed=2, data=data))
+    for package in packages:
+        rec.load_adapter(package)
     return rec
 
 
@@ -65,3 +71,18 @@ def test_bad_queries_name_their_field(rec, query, field, kind, named):
     with pytest.raises(QueryError) as info:
         rec.recommend_many([QUERIES[0], query])
     assert info.value.field == field and info.value.kind == kind and named in str(info.value)
+
+
+@pytest.mark.parametrize("query, kind", [
+    (Query(["i1", "x1"], 3, "shop"), "unknown_item"),
+    (Query([], 3, "shop"), "empty_history"),
+])
+def test_a_bad_history_is_refused_before_the_catalog_is_encoded(packages, query, kind):
+    """The index (every catalog item through the backbone: minutes for a real catalog on a CPU) is built on a
+    domain's first query; a history it could never rank is refused before that."""
+    fresh = Recommender(device="cpu")
+    fresh.load_adapter(packages[0])
+    with pytest.raises(QueryError) as info:
+        fresh.recommend_many([query])
+    assert info.value.kind == kind and fresh._domains["shop"].index is None
+    assert fresh.recommend_many([QUERIES[0]])[0]

@@ -117,6 +117,21 @@ def test_unknown_history_ids_are_named(rec):
         rec.recommend(["i1", "nope", "zzz"], domain="shop")
 
 
+@pytest.mark.parametrize("history, message", [
+    (["i1", "ghost"], "Unknown item ids in the history for domain 'shop': 'ghost'"),
+    ([], "An empty history for domain 'shop'"),
+])
+def test_a_bad_history_fails_before_the_catalog_is_encoded(packages, history, message):
+    """The index (every catalog item through the backbone: minutes for a real catalog on a CPU) is built on
+    first use; a history it could never rank is refused before that, not after."""
+    fresh = Recommender.from_pretrained(packages["shop"], device="cpu")
+    with pytest.raises(DataError, match=message):
+        fresh.recommend(history, domain="shop")
+    assert fresh._domains["shop"].index is None
+    assert fresh.recommend(["i1"], domain="shop", k=3)  # and a good one then builds it and ranks
+    assert fresh._domains["shop"].index is not None
+
+
 def test_catalog_is_needed(packages):
     rec = Recommender.from_pretrained(packages["nodata"], device="cpu")
     with pytest.raises(DataError, match="Domain 'nodata' has no item catalog"):
