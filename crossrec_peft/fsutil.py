@@ -46,9 +46,12 @@ def save_safetensors(tensors: Mapping, path: str | Path, metadata: Mapping[str, 
     not reproducible. The header is the format's documented JSON (8-byte little-endian length, the JSON,
     space padding to 8 bytes, then the data, whose offsets are relative to the data): the metadata keys are
     sorted and the header written again; the tensor entries and the data keep the library's own layout."""
-    from safetensors.torch import save
+    from safetensors.torch import save, save_file
 
-    raw = save(dict(tensors), metadata=dict(metadata) if metadata else None)
+    if not metadata or len(metadata) < 2:  # one key has one order: the library's file, written as it streams
+        save_file(dict(tensors), str(path), metadata=dict(metadata) if metadata else None)
+        return
+    raw = save(dict(tensors), metadata=dict(metadata))  # the whole file in memory: tables and indexes, not towers
     length = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + length])
     if "__metadata__" in header:
