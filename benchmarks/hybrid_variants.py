@@ -21,6 +21,9 @@ term of their nearest items (`borrow_weight`). This script ranks a grid of varia
   the recipe chose it (its weight, borrowing and decay from the package's manifest); with
   `--user-borrow-weights`, items never bought in training borrow their nearest bought items' votes, as they
   borrow the co-occurrence term.
+- the untuned backbone's cosine for rarely bought candidates (`--untuned-rare LAM:C ...`): the run's hybrid plus
+  LAM x the cosine of the untuned user (the mean of the history's untuned title embeddings) to each candidate
+  with at most C training interactions (C 0: the never-bought ones).
 
 Each item keeps its `hybrid.neighbours` most similar items, as the package does. Every cell of the grid is
 ranked on validation and test (the standard protocol of the run's config); validation's best cell is marked.
@@ -146,6 +149,19 @@ def users_scorer(base, x: sp.csr_matrix, k: int, alpha: float, decay: float, wei
     return score
 
 
+def untuned_rare_scorer(base, untuned: torch.Tensor, counts: np.ndarray, most: int, weight: float, max_history: int):
+    """`base` plus `weight` x the untuned cosine (user: the mean of the history's unit untuned vectors) for the
+    candidates with at most `most` training interactions."""
+    unit = torch.nn.functional.normalize(untuned.float(), dim=-1)
+    rare = torch.as_tensor(counts <= most, dtype=torch.float32)
+
+    def score(histories):
+        users = torch.stack([unit[torch.as_tensor([int(i) for i in h[-max_history:]])].mean(0) for h in histories])
+        return base(histories) + weight * (torch.nn.functional.normalize(users, dim=-1) @ unit.T) * rare
+
+    return score
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished recipe run directory (config.yaml, adapter/)")
@@ -160,6 +176,8 @@ def main() -> None:
     parser.add_argument("--user-alpha", type=float, nargs="+", default=[0.5])
     parser.add_argument("--user-borrow-weights", type=float, nargs="+", default=[0.0],
                         help="items never bought in training borrow this x the votes of their nearest bought items (0: none)")
+    parser.add_argument("--untuned-rare", nargs="*", default=[], metavar="LAM:C",
+                        help="the run's hybrid + LAM x the untuned cosine for candidates with at most C training interactions")
     parser.add_argument("--tag", default="", help="appended to the results file's name (several grids on one run)")
     args = parser.parse_args()
     loaded = load_run(args.run)
@@ -204,7 +222,7 @@ def main() -> None:
                 gap = abs(row["validation ndcg@10"] - reference["validation ndcg@10"])
                 assert gap < 5e-4, f"the grid's plain cell ({row}) does not reproduce the product's term ({reference})"
 
-    if args.users:
+    if args.users or args.untuned_rare:
         # On top of the product's term as the run chose it (the manifest's hybrid record).
         chosen = loaded.hybrid_record
         product = Neighbours.fit(split.train, ids, cfg.hybrid.neighbours).on_catalog(
@@ -220,6 +238,15 @@ def main() -> None:
             lent = f", never-bought items borrowing x{lend:g}" if lend else ""
             report({"term": f"the run's hybrid + {k} users' neighbours x{weight:g} (length^{alpha:g}{lent})", "similarity": "cosine",
                     "borrow from": "model", "decay": float(chosen.get("decay") or 1.0),
+                    "borrow weight": float(chosen.get("borrow_weight") or 0), "weight": float(chosen["weight"]), **row})
+
+        counts = split.train_item_counts(num_items)
+        untuned = loaded.untuned_vectors() if args.untuned_rare else None
+        for spec in args.untuned_rare:
+            weight, _, most = spec.partition(":")
+            row = ranked(untuned_rare_scorer(shipped, untuned, counts, int(most or 0), float(weight), cfg.model.max_history))
+            report({"term": f"the run's hybrid + {float(weight):g} x untuned cosine, candidates bought <= {int(most or 0)} times",
+                    "similarity": "cosine", "borrow from": "model", "decay": float(chosen.get("decay") or 1.0),
                     "borrow weight": float(chosen.get("borrow_weight") or 0), "weight": float(chosen["weight"]), **row})
 
     grid = [r for r in rows if r["term"] == "grid"]
