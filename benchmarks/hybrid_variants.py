@@ -225,29 +225,25 @@ def main() -> None:
     if args.users or args.untuned_rare:
         # On top of the product's term as the run chose it (the manifest's hybrid record).
         chosen = loaded.hybrid_record
+        decay, lent = float(chosen.get("decay") or 1.0), float(chosen.get("borrow_weight") or 0)
         product = Neighbours.fit(split.train, ids, cfg.hybrid.neighbours).on_catalog(
-            ids, loaded.vectors, borrow=int(chosen.get("borrow") or 0), borrow_weight=float(chosen.get("borrow_weight") or 0),
-            decay=float(chosen.get("decay") or 1.0))
+            ids, loaded.vectors, borrow=int(chosen.get("borrow") or 0), borrow_weight=lent, decay=decay)
         shipped = hybrid_scorer(loaded.base, product.scores, float(chosen["weight"]))
-        report({"term": "the run's hybrid", "similarity": "cosine", "borrow from": "model", "decay": float(chosen.get("decay") or 1.0),
-                "borrow weight": float(chosen.get("borrow_weight") or 0), "weight": float(chosen["weight"]), **ranked(shipped)})
+        run_term = {"similarity": "cosine", "borrow from": "model", "decay": decay, "borrow weight": lent, "weight": float(chosen["weight"])}
+        report({"term": "the run's hybrid", **run_term, **ranked(shipped)})
         bought = torch.as_tensor(np.asarray(x.sum(0)).ravel() > 0)
         for k, alpha, weight, lend in itertools.product(args.users, args.user_alpha, args.user_weights, args.user_borrow_weights):
             borrowing = Borrowing.nearest(bought, loaded.vectors, borrow, lend) if lend else None
-            row = ranked(users_scorer(shipped, x, k, alpha, float(chosen.get("decay") or 1.0), weight, borrowing))
-            lent = f", never-bought items borrowing x{lend:g}" if lend else ""
-            report({"term": f"the run's hybrid + {k} users' neighbours x{weight:g} (length^{alpha:g}{lent})", "similarity": "cosine",
-                    "borrow from": "model", "decay": float(chosen.get("decay") or 1.0),
-                    "borrow weight": float(chosen.get("borrow_weight") or 0), "weight": float(chosen["weight"]), **row})
-
+            row = ranked(users_scorer(shipped, x, k, alpha, decay, weight, borrowing))
+            lending = f", never-bought items borrowing x{lend:g}" if lend else ""
+            report({"term": f"the run's hybrid + {k} users' neighbours x{weight:g} (length^{alpha:g}{lending})", **run_term, **row})
         counts = split.train_item_counts(num_items)
         untuned = loaded.untuned_vectors() if args.untuned_rare else None
         for spec in args.untuned_rare:
             weight, _, most = spec.partition(":")
             row = ranked(untuned_rare_scorer(shipped, untuned, counts, int(most or 0), float(weight), cfg.model.max_history))
             report({"term": f"the run's hybrid + {float(weight):g} x untuned cosine, candidates bought <= {int(most or 0)} times",
-                    "similarity": "cosine", "borrow from": "model", "decay": float(chosen.get("decay") or 1.0),
-                    "borrow weight": float(chosen.get("borrow_weight") or 0), "weight": float(chosen["weight"]), **row})
+                    **run_term, **row})
 
     grid = [r for r in rows if r["term"] == "grid"]
     best = max(grid, key=lambda r: r["validation ndcg@10"])

@@ -209,12 +209,21 @@ def _kind(value: Any) -> str:
     return "a single value"
 
 
-def _shape_mismatch(current: DictConfig, given: Mapping, source: str) -> ConfigError | None:
-    """The first key of `given` (a recipe's or an override's mapping) that gives a mapping, a list or a single
-    value where `current` (the schema, or the config so far) holds another kind, as a ConfigError naming the key
-    and the form it takes; None when every key's kind fits (OmegaConf raises a bare TypeError for a mapping
-    merged onto a list, and names no key for a single value merged onto a section)."""
-    defaults = OmegaConf.to_container(current, resolve=False, throw_on_missing=False)
+def _merge_checked(current: DictConfig, given: DictConfig, source: str) -> DictConfig:
+    """OmegaConf.merge(current, given), after checking that every key of `given` (a recipe file or one override)
+    has the form `current` (the schema, or the config so far) holds there: a ConfigError names the first key
+    that gives a mapping, a list or a single value where another kind belongs (OmegaConf raises a bare TypeError
+    for a mapping merged onto a list, and names no key for a single value merged onto a section)."""
+    mismatch = _shape_mismatch(OmegaConf.to_container(current, resolve=False, throw_on_missing=False),
+                               OmegaConf.to_container(given, resolve=False), source)
+    if mismatch is not None:
+        raise mismatch
+    return OmegaConf.merge(current, given)
+
+
+def _shape_mismatch(defaults: Mapping, given: Mapping, source: str) -> ConfigError | None:
+    """`_merge_checked`'s check on plain containers: the ConfigError for the first key of a kind other than
+    `defaults` holds there, or None."""
 
     def walk(want: Any, have: Any, prefix: str) -> ConfigError | None:
         if not isinstance(want, Mapping) or not isinstance(have, Mapping):
@@ -275,10 +284,7 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
             user = OmegaConf.create(dict(source))
         if not isinstance(user, DictConfig):
             raise ConfigError(f"{label}: a config must be a YAML mapping, got {type(user).__name__}.")
-        mismatch = _shape_mismatch(schema, OmegaConf.to_container(user, resolve=False), label)
-        if mismatch is not None:
-            raise mismatch
-        cfg = OmegaConf.merge(schema, user)
+        cfg = _merge_checked(schema, user, label)
     except OmegaConfBaseException as exc:
         raise _explain(exc, label, schema) from None
     except Exception as exc:  # YAML syntax errors and the like
@@ -329,11 +335,7 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
         for key, value in rest:  # one at a time, so that an error names the override that caused it
             where = f"command-line override '{key}={value}'"
             try:
-                given = OmegaConf.from_dotlist([f"{key}={value}"])
-                mismatch = _shape_mismatch(cfg, OmegaConf.to_container(given, resolve=False), where)
-                if mismatch is not None:
-                    raise mismatch
-                cfg = OmegaConf.merge(cfg, given)
+                cfg = _merge_checked(cfg, OmegaConf.from_dotlist([f"{key}={value}"]), where)
             except OmegaConfBaseException as exc:
                 raise _explain(exc, where, schema) from None
         for modality in dropped:

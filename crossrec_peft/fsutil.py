@@ -54,9 +54,7 @@ def save_safetensors(tensors: Mapping, path: str | Path, metadata: Mapping[str, 
     raw = save(dict(tensors), metadata=dict(metadata))  # the whole file in memory: tables and indexes, not towers
     length = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + length])
-    if "__metadata__" in header:
-        header = {"__metadata__": dict(sorted(header["__metadata__"].items())),
-                  **{k: v for k, v in header.items() if k != "__metadata__"}}
+    header = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
     with open(path, "wb") as fh:
