@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, did_you_mean, named
 from .hybrid import history_rows
 
 if TYPE_CHECKING:
@@ -123,9 +123,7 @@ def prepare(rec: "Recommender", query: Query) -> Prepared:
 
 def _unknown_ids(d: "_Domain", unknown: list[str], size: int) -> None:
     if unknown:
-        names = list(dict.fromkeys(unknown))
-        shown = ", ".join(repr(u) for u in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        raise QueryError(f"Unknown item ids in the history for domain '{d.name}': {shown} (not in its catalog of {size} items).",
+        raise QueryError(f"Unknown item ids in the history for domain '{d.name}': {named(unknown)} (not in its catalog of {size} items).",
                          field="history", kind="unknown_item")
 
 

@@ -29,6 +29,14 @@ class PackageError(CrossrecError):
     """An adapter package is missing files, was tampered with, or does not fit the backbone."""
 
 
+def named(values: Iterable[object], limit: int = 10) -> str:
+    """The distinct `values`, quoted, in order of first appearance: the first `limit` of them, then how many
+    more ("'a', 'b' and 3 more"), so that a message listing bad ids stays one readable line."""
+    names = list(dict.fromkeys(str(v) for v in values))
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """The most similar of `choices` to `name`, or None when nothing is reasonably close."""
     found = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

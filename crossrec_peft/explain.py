@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .batched import Query, QueryError, index_rows, prepare
-from .errors import DataError
+from .errors import DataError, named
 
 if TYPE_CHECKING:
     from .recommender import Recommender, _Domain
@@ -65,7 +65,7 @@ def explain_items(rec: "Recommender", history: Sequence[Any], item_ids: Sequence
     positions = index_rows(d)
     unknown = [str(i) for i in item_ids if str(i) not in positions]
     if unknown:
-        raise QueryError(f"Unknown item ids to explain for domain '{d.name}': {', '.join(repr(u) for u in unknown[:10])}.",
+        raise QueryError(f"Unknown item ids to explain for domain '{d.name}': {named(unknown)}.",
                          field="item_id", kind="unknown_item")
     rows = [positions[str(i)] for i in item_ids]
     recent = prepared.recent

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError, PackageError
+from .errors import ConfigError, DataError, PackageError, named
 from .fsutil import save_safetensors, sha256, update_digest
 
 FORMAT = "crossrec-index/1"
@@ -51,10 +51,9 @@ class Catalog:
     def lookup(self, ids: Iterable[str], what: str = "item ids") -> list[int]:
         """Catalog rows of `ids`; unknown ids raise DataError naming them."""
         ids = [str(i) for i in ids]
-        unknown = list(dict.fromkeys(i for i in ids if i not in self.rows))
+        unknown = [i for i in ids if i not in self.rows]
         if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-            raise DataError(f"Unknown {what}: {shown} (not in {self.items_path}).")
+            raise DataError(f"Unknown {what}: {named(unknown)} (not in {self.items_path}).")
         return [self.rows[i] for i in ids]
 
     def columns(self, fields: Sequence[str], rows: Sequence[int]) -> dict[str, list]:

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, DataError, PackageError, closest, did_you_mean
+from .errors import ConfigError, DataError, PackageError, closest, did_you_mean, named
 from .hybrid import HybridRanking
 from .index import (
     Catalog, FaissSearch, Index, adapter_fingerprint, catalog_fingerprint, check_index, default_path, exact_top_k,
@@ -663,13 +663,12 @@ def _check_history(d: _Domain, history: Sequence[str], known: Mapping[str, int])
     """DataError for an empty history or ids not among `known` (catalog id -> row), each named."""
     if not history:
         raise DataError(f"An empty history for domain '{d.name}': give at least one item id.")
-    unknown = list(dict.fromkeys(str(h) for h in history if str(h) not in known))
+    unknown = [str(h) for h in history if str(h) not in known]
     if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         # The catalog directory (--data) the index was built from: where the user looks for the ids.
         meta = (d.index.meta or {}) if d.index is not None else {}
         where = (d.catalog.directory if d.catalog is not None else None) or d.data_dir or meta.get("catalog") or d.index_path or "its index"
-        raise DataError(f"Unknown item ids in the history for domain '{d.name}': {shown} (not in the catalog at {where}).")
+        raise DataError(f"Unknown item ids in the history for domain '{d.name}': {named(unknown)} (not in the catalog at {where}).")
 
 
 def _lookup_index(d: _Domain, history: Sequence[str]) -> list[int]:

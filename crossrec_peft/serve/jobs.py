@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..batched import Query, QueryError, compute, index_rows, prepare, resolve_domain
+from ..errors import named
 from ..explain import explain_items
 from .batcher import Job
 
@@ -49,10 +50,9 @@ def check_items(rec: "Recommender", domain: str, items: Sequence[Any], field: st
     d = resolve_domain(rec, domain)
     rec._ensure_index(d)
     rows = index_rows(d)
-    unknown = list(dict.fromkeys(str(i) for i in items if not isinstance(i, Mapping) and str(i) not in rows))
+    unknown = [str(i) for i in items if not isinstance(i, Mapping) and str(i) not in rows]
     if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-        raise QueryError(f"Unknown item ids in {field} for domain '{d.name}': {shown}.", field=field, kind="unknown_item")
+        raise QueryError(f"Unknown item ids in {field} for domain '{d.name}': {named(unknown)}.", field=field, kind="unknown_item")
 
 
 class Runner:
