@@ -24,6 +24,15 @@ term of their nearest items (`borrow_weight`). This script ranks a grid of varia
 - the untuned backbone's cosine for rarely bought candidates (`--untuned-rare LAM:C ...`): the run's hybrid plus
   LAM x the cosine of the untuned user (the mean of the history's untuned title embeddings) to each candidate
   with at most C training interactions (C 0: the never-bought ones).
+- history items without co-occurrences (`--history-borrow W ...`): at test time every history ends in the
+  validation target, and 18% of those were never bought in training, so the term's most recent item adds
+  nothing (on validation almost no history item lacks co-occurrences: validation cannot see this). W above 0:
+  such an item borrows the rows of its nearest items by the model's vectors (the candidates' borrowing turned
+  round), x W; W 0: it is left out of the recency shares instead of diluting them.
+- other ways to combine the model and the run's term (`--fusions SPEC ...`): `weight:W` (the sum at another
+  weight), `rrf:K:W` (reciprocal rank fusion, 1/(K + model rank) + W/(K + term rank), items the term does not
+  score adding nothing), `sqrt:W` (the sum with the term's square root), `agree:A:W` (the term x exp(A x the
+  model's cosine): it counts more where the model agrees).
 
 Each item keeps its `hybrid.neighbours` most similar items, as the package does. Every cell of the grid is
 ranked on validation and test (the standard protocol of the run's config); validation's best cell is marked.
@@ -49,7 +58,7 @@ import torch
 
 from crossrec_peft.baselines.itemknn import interaction_matrix
 from crossrec_peft.evaluation import rank_cases
-from crossrec_peft.hybrid import Borrowing, Neighbours, hybrid_scorer, recency_shares
+from crossrec_peft.hybrid import Borrowing, CooccurrenceTerm, Neighbours, hybrid_scorer, recency_shares
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_results  # noqa: E402
@@ -162,6 +171,60 @@ def untuned_rare_scorer(base, untuned: torch.Tensor, counts: np.ndarray, most: i
     return score
 
 
+def history_borrow_scorer(base, term: CooccurrenceTerm, weight: float, lending: Borrowing | None, has_row: torch.Tensor):
+    """`base` plus `weight` x the run's term with history items that have no co-occurrences either borrowing
+    their nearest items' rows (`lending`, module doc) or, when it is None, left out of the recency shares."""
+    n = term.num_items
+    rows = torch.repeat_interleave(torch.arange(n), term.indptr[1:] - term.indptr[:-1])
+    table_t = torch.sparse_coo_tensor(torch.stack([term.cols, rows]), term.values, (n, n)).coalesce()
+    lend_t = None
+    if lending is not None:
+        src = torch.stack([lending.sources.reshape(-1), lending.targets.repeat_interleave(lending.sources.shape[1])])
+        lend_t = torch.sparse_coo_tensor(src, lending.shares.reshape(-1) * lending.weight, (n, n)).coalesce()
+
+    def score(histories):
+        q = torch.zeros(len(histories), n)
+        for r, history in enumerate(histories):
+            shares = recency_shares([int(item) for item in history], term.decay)
+            if lending is None:
+                shares = {i: w for i, w in shares.items() if has_row[i]}
+            total = sum(shares.values())
+            if total:
+                q[r, torch.as_tensor(list(shares))] = torch.tensor([w / total for w in shares.values()], dtype=torch.float32)
+        if lend_t is not None:
+            q = q + torch.sparse.mm(lend_t, q.T).T
+        out = torch.sparse.mm(table_t, q.T).T.contiguous()
+        return base(histories) + weight * (term.borrowing.add_to(out) if term.borrowing is not None else out)
+
+    return score
+
+
+def _ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Each row's ranks, 1 for the highest score."""
+    order = torch.argsort(scores, dim=1, descending=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(1, scores.shape[1] + 1).expand_as(order).contiguous())
+    return ranks.float()
+
+
+def fusion_scorer(base, term, spec: str):
+    """The model's scores `base` and the run's term `term` combined as `spec` says (module doc)."""
+    kind, *params = spec.split(":")
+    values = [float(v) for v in params]
+    if kind == "weight" and len(values) == 1:
+        return lambda h: base(h) + values[0] * term(h)
+    if kind == "sqrt" and len(values) == 1:
+        return lambda h: base(h) + values[0] * term(h).clamp(min=0).sqrt()
+    if kind == "agree" and len(values) == 2:
+        return lambda h: (lambda m: m + values[1] * term(h) * torch.exp(values[0] * m))(base(h))
+    if kind == "rrf" and len(values) == 2:
+        def rrf(h):
+            t = term(h)
+            return 1 / (values[0] + _ranks(base(h))) + values[1] * torch.where(t > 0, 1 / (values[0] + _ranks(t)), 0.0)
+        return rrf
+    raise SystemExit(f"--fusions: unknown spec {spec!r} (weight:W, sqrt:W, agree:A:W, rrf:K:W)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished recipe run directory (config.yaml, adapter/)")
@@ -178,6 +241,9 @@ def main() -> None:
                         help="items never bought in training borrow this x the votes of their nearest bought items (0: none)")
     parser.add_argument("--untuned-rare", nargs="*", default=[], metavar="LAM:C",
                         help="the run's hybrid + LAM x the untuned cosine for candidates with at most C training interactions")
+    parser.add_argument("--history-borrow", type=float, nargs="*", default=[], metavar="W",
+                        help="history items without co-occurrences borrow their nearest items' rows x W (0: left out of the shares)")
+    parser.add_argument("--fusions", nargs="*", default=[], metavar="SPEC", help="weight:W, sqrt:W, agree:A:W, rrf:K:W")
     parser.add_argument("--tag", default="", help="appended to the results file's name (several grids on one run)")
     args = parser.parse_args()
     loaded = load_run(args.run)
@@ -222,7 +288,7 @@ def main() -> None:
                 gap = abs(row["validation ndcg@10"] - reference["validation ndcg@10"])
                 assert gap < 5e-4, f"the grid's plain cell ({row}) does not reproduce the product's term ({reference})"
 
-    if args.users or args.untuned_rare:
+    if args.users or args.untuned_rare or args.history_borrow or args.fusions:
         # On top of the product's term as the run chose it (the manifest's hybrid record).
         chosen = loaded.hybrid_record
         decay, lent = float(chosen.get("decay") or 1.0), float(chosen.get("borrow_weight") or 0)
@@ -244,6 +310,14 @@ def main() -> None:
             row = ranked(untuned_rare_scorer(shipped, untuned, counts, int(most or 0), float(weight), cfg.model.max_history))
             report({"term": f"the run's hybrid + {float(weight):g} x untuned cosine, candidates bought <= {int(most or 0)} times",
                     **run_term, **row})
+        has_row = product.indptr[1:] > product.indptr[:-1]
+        for lend in args.history_borrow:
+            lending = Borrowing.nearest(has_row, loaded.vectors, borrow, lend) if lend else None
+            row = ranked(history_borrow_scorer(loaded.base, product, float(chosen["weight"]), lending, has_row))
+            how = f"borrowing their nearest items' rows x{lend:g}" if lend else "left out of the shares"
+            report({"term": f"the run's hybrid, history items without co-occurrences {how}", **run_term, **row})
+        for spec in args.fusions:
+            report({"term": f"the model and the run's term fused as {spec}", **run_term, **ranked(fusion_scorer(loaded.base, product.scores, spec))})
 
     grid = [r for r in rows if r["term"] == "grid"]
     best = max(grid, key=lambda r: r["validation ndcg@10"])

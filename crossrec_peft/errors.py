@@ -29,6 +29,10 @@ class PackageError(CrossrecError):
     """An adapter package is missing files, was tampered with, or does not fit the backbone."""
 
 
+class OutputError(CrossrecError):
+    """An output path cannot be written: under a file, without permission, a name the file system refuses."""
+
+
 def named(values: Iterable[object], limit: int = 10) -> str:
     """The distinct `values`, quoted, in order of first appearance: the first `limit` of them, then how many
     more ("'a', 'b' and 3 more"), so that a message listing bad ids stays one readable line."""

@@ -6,8 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
+
+from .errors import OutputError
+
+# Temporary names beside a target keep this much of its name: the target's own name may be up to the file
+# system's 255 bytes, and the prefix and random suffix must still fit.
+_STEM = 64
 
 
 def current_umask() -> int:
@@ -22,6 +31,92 @@ def make_public(directory: Path) -> None:
     umask = current_umask()
     for path in [directory, *directory.rglob("*")]:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def unwritable(path: Path, exc: OSError, what: str) -> OutputError:
+    """OutputError for an OSError met writing `what` ('the directory', 'into') at `path`, with the reason."""
+    reason = exc.strerror or type(exc).__name__
+    return OutputError(f"Cannot write {what} '{path}': {reason}.")
+
+
+def _make_parents(directory: Path, target: Path) -> list[Path]:
+    """Create `directory` (where `target` goes) and its missing parents; returns the ones created, deepest
+    last. OutputError when one of them exists as something other than a directory or cannot be made."""
+    missing = []
+    at = directory
+    while not at.is_dir():
+        if at.exists() or at.is_symlink():
+            raise OutputError(f"Cannot create '{target}': '{at}' is a file, not a directory.")
+        missing.append(at)
+        if at.parent == at:
+            break
+        at = at.parent
+    made: list[Path] = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except OSError as exc:
+            _remove_made(made)
+            raise unwritable(path, exc, "the directory") from None
+        made.append(path)
+    return made
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Remove directories `_make_parents` created, deepest first, where they are still empty."""
+    for path in reversed(made):
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """A temporary directory beside `target` to fill; when the block ends without an error it takes
+    `target`'s place, with the usual umask-based modes (an earlier directory there is removed only once the
+    new one is in place). When the block raises, nothing is left behind: not the temporary directory, not
+    the parent directories made for it, and an earlier `target` is untouched. A symlink at `target` is
+    followed: the directory it points to is replaced and the link kept. OutputError names a path that
+    cannot be written (a parent that is a file, no permission, a name too long)."""
+    target = Path(target)
+    try:  # a name the file system refuses fails its first stat
+        if target.is_symlink():
+            target = target.resolve()
+        exists = target.exists()
+    except OSError as exc:
+        raise unwritable(target, exc, "the directory") from None
+    if exists and not target.is_dir():
+        raise OutputError(f"Cannot write the directory '{target}': a file of that name exists.")
+    made = _make_parents(target.parent, target)
+    stem = target.name[:_STEM]
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=target.parent))
+    except OSError as exc:
+        _remove_made(made)
+        raise unwritable(target.parent, exc, "into") from None
+    try:
+        yield work
+        make_public(work)
+        try:
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{stem}.old-", dir=target.parent))
+                old.rmdir()
+                target.rename(old)
+                try:
+                    work.rename(target)
+                except OSError:
+                    old.rename(target)  # the earlier directory back where it was
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                work.rename(target)
+        except OSError as exc:
+            raise unwritable(target, exc, "the directory") from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        _remove_made(made)
+        raise
 
 
 def update_digest(digest, path: Path) -> None:

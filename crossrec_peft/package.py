@@ -26,8 +26,6 @@ import hashlib
 import json
 import platform
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -38,7 +36,7 @@ from safetensors.torch import load_file
 
 from .backbones.base import CatalogTable
 from .errors import PackageError
-from .fsutil import make_public, save_safetensors, sha256
+from .fsutil import atomic_directory, make_public, save_safetensors, sha256
 from .hybrid import FILE as HYBRID_FILE
 from .hybrid import HybridChoice, HybridRanking, Neighbours
 from .manifest import canonical_sha256, check_listing, check_peft_configs, check_safetensors, check_schema, check_sealed
@@ -152,9 +150,7 @@ def export_package(
     is above 0, so that loaders rank as the run's "hybrid" system did.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         peft_dirs = _peft_modalities(model)
         for name, rel in peft_dirs.items():
             enc = model.modalities[name]
@@ -221,17 +217,6 @@ def export_package(
         manifest["package_sha256"] = canonical_sha256(manifest)  # last: covers every other field
         # Written last: a directory without its manifest is not a package, whatever else it holds.
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        make_public(tmp)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 

@@ -4,26 +4,45 @@ A run writes `config.yaml`, `metrics.jsonl`, `checkpoints/`, `adapter/` and `rep
 Nothing there may change before the inputs (config, data, images, model, init_from package) have been
 loaded and checked: a run that fails on a typo must leave the directory, and any finished run in it, as it
 was. So `check_run_dir` runs first (before anything is loaded) and only refuses; `start_run_dir` runs at the
-point the run starts (after every check) and is the first write.
+point the run starts (after every check) and is the first write. A directory that holds anything but an
+earlier run is refused too: the run's config.yaml and metrics.jsonl would overwrite files of the same names.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig
 
 from .errors import ConfigError
 
 REPORT = "report.json"
+CONFIG = "config.yaml"
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds an earlier run, finished or not: the config.yaml a run writes first, a mapping
+    with `model` and `train` sections (a file of that name that is anything else is the user's own)."""
+    try:
+        config = yaml.safe_load((run_dir / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("model"), dict) and isinstance(config.get("train"), dict)
 
 
 def check_run_dir(run_dir: Path, *, resume: bool) -> None:
-    """Refuse a directory that is not a directory, or that holds a finished run (its report.json) unless the
-    run resumes it: a new run there would overwrite that run's record and adapter."""
+    """Refuse a directory that is not a directory, that holds files but no earlier run (they could be
+    overwritten), or that holds a finished run (its report.json) unless the run resumes it: a new run there
+    would overwrite that run's record and adapter."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"Run directory '{run_dir}' is a file, not a directory: choose another --out DIR.")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not holds_a_run(run_dir):
+        raise ConfigError(
+            f"Run directory '{run_dir}' is not empty and holds no earlier run (no run's {CONFIG}); a run writes "
+            f"{CONFIG}, metrics.jsonl, checkpoints/ and adapter/ there. Choose another directory with --out DIR, or empty it."
+        )
     if not resume and (run_dir / REPORT).is_file():
         raise ConfigError(
             f"Run directory '{run_dir}' holds a finished run ({REPORT}); a new run would overwrite it. Choose another "

@@ -1,16 +1,20 @@
-"""fsutil.save_safetensors: a file safetensors reads back, the same bytes in every process."""
+"""fsutil: save_safetensors (a file safetensors reads back, the same bytes in every process) and
+atomic_directory (a directory replaced whole or not at all, nothing left behind by a failure)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from crossrec_peft.fsutil import save_safetensors, sha256
+from crossrec_peft.errors import OutputError
+from crossrec_peft.fsutil import atomic_directory, save_safetensors, sha256
 
 TENSORS = {"b.weight": torch.arange(12, dtype=torch.float32).reshape(3, 4), "a": torch.arange(5), "h": torch.ones(7, dtype=torch.float16)}
 
@@ -55,3 +59,89 @@ def test_the_same_bytes_in_every_process(tmp_path):
         subprocess.run([sys.executable, "-c", SAVE_IN_CHILD, str(out)], check=True)
         digests.add(sha256(out))
     assert len(digests) == 1
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every path under `root` (hidden ones included) and its file's text, '<dir>' or '-> link'."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else "<dir>" if p.is_dir() else p.read_text()
+    return out
+
+
+def _fill(work: Path, text: str) -> None:
+    (work / "a.txt").write_text(text)
+    (work / "sub").mkdir()
+    (work / "sub" / "b.txt").write_text(text)
+
+
+@pytest.mark.parametrize(
+    "target, before",
+    [
+        ("out", {}),  # a new directory
+        ("deep/er/out", {}),  # missing parents made
+        ("out", {"out/old.txt": "earlier"}),  # an earlier directory replaced whole (old.txt gone)
+        ("L" * 250, {}),  # a name near the file system's limit: temporary names beside it must still fit
+    ],
+)
+def test_atomic_directory_writes_the_whole_directory(tmp_path, target, before):
+    for rel, text in before.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    with atomic_directory(tmp_path / target) as work:
+        assert work.parent == (tmp_path / target).parent and work.name.startswith(".")
+        _fill(work, "new")
+    assert _tree(tmp_path / target) == {"a.txt": "new", "sub": "<dir>", "sub/b.txt": "new"}
+    # Nothing else beside it: no temporary or old directory left.
+    assert sorted(p.name for p in (tmp_path / target).parent.iterdir()) == [Path(target).name]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / target).stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
+    assert (tmp_path / target / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_atomic_directory_failure_leaves_everything_as_it_was(tmp_path, earlier):
+    target = tmp_path / "new" / "parents" / "out"
+    if earlier:
+        target.mkdir(parents=True)
+        (target / "keep.txt").write_text("earlier")
+    before = _tree(tmp_path)
+    with pytest.raises(RuntimeError, match="half-way"):
+        with atomic_directory(target) as work:
+            _fill(work, "half")
+            raise RuntimeError("half-way")
+    assert _tree(tmp_path) == before  # no temporary directory, no parents made for it, the earlier one intact
+
+
+def test_atomic_directory_follows_a_symlink(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "old.txt").write_text("earlier")
+    (tmp_path / "link").symlink_to(real)
+    with atomic_directory(tmp_path / "link") as work:
+        _fill(work, "new")
+    assert (tmp_path / "link").is_symlink() and _tree(real) == {"a.txt": "new", "sub": "<dir>", "sub/b.txt": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+@pytest.mark.parametrize(
+    "make, target, message",
+    [
+        (lambda root: (root / "f").write_text("x"), "f/sub/out", "Cannot create '.*f/sub/out': '.*f' is a file"),
+        (lambda root: (root / "f").write_text("x"), "f", "a file of that name exists"),
+        # /proc refuses new entries even to root, where permission bits would not stop a write.
+        (lambda root: None, "/proc/self/crossrec-test/out", "Cannot write the directory '/proc/self/crossrec-test'"),
+        (lambda root: None, "x" * 300, "Cannot write the directory .*File name too long"),
+    ],
+)
+def test_atomic_directory_names_a_path_it_cannot_write(tmp_path, make, target, message):
+    if target.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc on this system")
+    make(tmp_path)
+    before = _tree(tmp_path)
+    with pytest.raises(OutputError, match=message):
+        with atomic_directory(tmp_path / target) as work:
+            _fill(work, "new")
+    assert _tree(tmp_path) == before

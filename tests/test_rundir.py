@@ -18,7 +18,7 @@ def snapshot(directory: Path) -> dict[str, str]:
 
 def finished_run(directory: Path, *, report: bool = True) -> Path:
     directory.mkdir(parents=True)
-    (directory / "config.yaml").write_text("name: ecommerce\n")
+    (directory / "config.yaml").write_text("name: ecommerce\nmodel:\n  head_rank: 16\ntrain:\n  epochs: 1\n")
     (directory / "metrics.jsonl").write_text('{"epoch": 1, "split": "validation", "ndcg@10": 0.1}\n')
     if report:
         (directory / "report.json").write_text('{"name": "ecommerce"}\n')
@@ -69,3 +69,31 @@ def test_sweep_with_bad_data_leaves_no_study_behind(tmp_path, capsys):
     assert main(["sweep", "ecommerce", "data.path=/nonexistent/crossrec", "--trials", "1", "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"keep.txt": "mine\n"},
+        # The names a run writes, but the user's own: they would be overwritten by the run's.
+        {"config.yaml": "my own config\n", "metrics.jsonl": "my metrics\n"},
+        {"config.yaml": "- a list\n"},
+        {"notes": {"a.txt": "x"}},
+    ],
+    ids=["other-file", "same-names", "config-not-a-run", "subdirectory"],
+)
+def test_a_directory_with_files_but_no_run_is_refused(tmp_path, capsys, files):
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name, content in files.items():
+        if isinstance(content, dict):
+            (out / name).mkdir()
+            for sub, text in content.items():
+                (out / name / sub).write_text(text)
+        else:
+            (out / name).write_text(content)
+    before = snapshot(out)
+    assert main(["recipe", "ecommerce", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"Run directory '{out}' is not empty and holds no earlier run" in err and "--out" in err
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == sorted(files)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..fsutil import make_public
+from ..fsutil import atomic_directory
 from .domains import demo_directory, get_domain
 from .layout import RecData, load_layout
 
@@ -29,17 +27,9 @@ def ensure_demo(cfg: DictConfig) -> Path:
         num_items=cfg.data.num_items, num_users=cfg.data.num_users, seed=cfg.seed,
     )
     if not (target / "interactions.parquet").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Generate beside the target and rename, so an interrupted run never leaves half a catalog.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
+        # Generated beside the target and renamed, so an interrupted run never leaves half a catalog.
+        with atomic_directory(target) as tmp:
             domain.generate(tmp, num_items=cfg.data.num_items, num_users=cfg.data.num_users, seed=cfg.seed)
-            make_public(tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -5,17 +5,17 @@
 
 writes `out/items.parquet`, `out/interactions.parquet` (and `out/users.parquet` where the format has
 users), `out/import_report.json` and, with on_error="skip", `out/rejected.jsonl`. Everything is written in
-a temporary directory beside `out` and renamed at the end, so a failed import leaves nothing behind; the
-inputs are only ever read.
+a temporary directory beside `out` and renamed at the end (`fsutil.atomic_directory`), so a failed import
+leaves nothing behind; the inputs are only ever read, and an input inside `out`, which the import replaces,
+is refused.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from ...errors import DataError, did_you_mean
+from ...fsutil import atomic_directory, unwritable
 from . import amazon, fartrans, generic, hf, movielens
 from .build import Builder
 from .core import ON_ERROR, CommonOptions, ImportContext, Importer, ImportReport, Problems, options_dict, parse_options
@@ -45,30 +45,23 @@ def get_importer(fmt: str) -> Importer:
     return IMPORTERS[fmt]
 
 
-def _check_output(src: Path, out: Path, needs_source_dir: bool) -> None:
-    if needs_source_dir:
+def _check_output(src: Path, out: Path) -> None:
+    # hf's source may be a dataset name rather than a path; a local one is checked like any other.
+    if src.exists():
         s, o = src.resolve(), out.resolve()
         if s == o or o in s.parents:
             raise DataError(f"Output '{out}' would replace the source directory '{src}': write the import elsewhere.")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"Output '{out}' exists and is not a directory.")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_FILE).is_file():
+    try:  # a name the file system refuses (too long) fails its first stat
+        is_dir = out.is_dir()
+        if out.exists() and not is_dir:
+            raise DataError(f"Output '{out}' exists and is not a directory.")
+    except OSError as exc:
+        raise unwritable(out, exc, "the directory") from None
+    if is_dir and any(out.iterdir()) and not (out / REPORT_FILE).is_file():
         raise DataError(
             f"Output directory '{out}' is not empty and holds no {REPORT_FILE} (not an earlier import): "
             f"choose another directory or empty it."
         )
-
-
-def _replace(work: Path, out: Path) -> None:
-    """Move the finished temporary directory to `out` (replacing an earlier import there)."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        old.rmdir()
-        out.rename(old)
-        work.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        work.rename(out)
 
 
 def import_dataset(
@@ -94,23 +87,19 @@ def import_dataset(
     if importer.needs_source_dir and not src.is_dir():
         what = "is a file, not a directory" if src.exists() else "does not exist"
         raise DataError(f"{fmt}: source directory '{src}' {what}.")
-    _check_output(src, out, importer.needs_source_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
+    _check_output(src, out)
     report = ImportReport(format=fmt, source=str(src), output=str(out), on_error=on_error, options=options_dict(opts))
-    problems = Problems(on_error, report, work / REJECTED_FILE)
-    ctx = ImportContext(fmt=fmt, src=src, work=work, options=opts, report=report, problems=problems)
-    ctx.builder = Builder(ctx)
-    try:
-        importer.run(ctx)
-        problems.close()
-        report.save(work / REPORT_FILE)
-        _replace(work, out)
-    finally:
-        problems.close()
-        ctx.builder.close()
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+    with atomic_directory(out) as work:
+        problems = Problems(on_error, report, work / REJECTED_FILE)
+        ctx = ImportContext(fmt=fmt, src=src, work=work, options=opts, report=report, problems=problems, out=out)
+        ctx.builder = Builder(ctx)
+        try:
+            importer.run(ctx)
+            problems.close()
+            report.save(work / REPORT_FILE)
+        finally:
+            problems.close()
+            ctx.builder.close()
     return report
 
 

@@ -511,6 +511,7 @@ class ImportContext:
     report: ImportReport
     problems: Problems
     builder: Any = None
+    out: Path | None = None  # the output directory the import replaces when it ends
 
     def path(self, name: str | Path, *, role: str, required: bool = True, hint: str = "") -> Path | None:
         """An input file of the source (relative names resolve against the source directory)."""
@@ -522,8 +523,21 @@ class ImportContext:
                 return None
             what = "is a directory, not a file" if path.is_dir() else "does not exist"
             raise DataError(f"{self.fmt}: the {role} file {path} {what}.{hint}")
+        self.check_input(path, role)
         self.report.files[role] = str(path)
         return path
+
+    def check_input(self, path: Path, role: str) -> None:
+        """DataError for an input inside the output directory: the finished import replaces that directory,
+        so the input would be deleted (inputs are only ever read)."""
+        if self.out is None:
+            return
+        out, resolved = self.out.resolve(), Path(path).expanduser().resolve()
+        if resolved == out or out in resolved.parents:
+            raise DataError(
+                f"{self.fmt}: the {role} file {path} is inside the output directory '{self.out}', which the import "
+                f"replaces when it ends (the file would be deleted): write the import elsewhere."
+            )
 
     def count_read(self, source: SourceFile, n: int = 1) -> None:
         self.report.read[source.name] = self.report.read.get(source.name, 0) + n

@@ -46,6 +46,7 @@ def _resolve_files(ctx: ImportContext, data_files):
         path = Path(p).expanduser()
         if not path.is_absolute() and ctx.src.is_dir():  # as documented: against SRC, so messages show that path
             path = ctx.src / path
+        ctx.check_input(path, "data_files")
         return str(path)
 
     if isinstance(data_files, dict):
@@ -102,6 +103,9 @@ def load(ctx: ImportContext, name: str, split: str, config: str | None, data_fil
         kwargs["data_files"] = files
     if ctx.options.cache_dir:
         kwargs["cache_dir"] = str(Path(ctx.options.cache_dir).expanduser())
+    # datasets logs a reader's failure before raising it; the DataError below says it once, as one paragraph.
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()
     try:
         ds = datasets.load_dataset(name, config, **kwargs)
     except Exception as exc:  # FileNotFoundError, DatasetNotFoundError, DatasetGenerationError, ValueError (split), ...
@@ -112,6 +116,8 @@ def load(ctx: ImportContext, name: str, split: str, config: str | None, data_fil
             extra = f" ({str(cause).strip().splitlines()[0]})"
         what = f"split '{split}'" + (f", data_files {files}" if files else "")
         raise DataError(f"hf: cannot load dataset '{name}' ({what}): {detail}{extra}") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
     if not isinstance(ds, datasets.Dataset):
         raise DataError(f"hf: '{name}' did not give one split; set options.split (got {type(ds).__name__}).")
     return ds

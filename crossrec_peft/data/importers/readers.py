@@ -326,13 +326,33 @@ def _pydict(table) -> tuple[dict[str, list], list[tuple[int, str]]]:
     return cols, sorted(bad)
 
 
+def _decode_json_columns(table):
+    """`table` with its columns of Arrow's JSON extension type read back as text.
+
+    datasets' json builder gives a column whose rows disagree in type (one list among strings, one date among
+    numbers) that type, each value the JSON text of the row's value: a title "Heat" reads '"Heat"', and every
+    row of the column was imported with quotes. Decoded, a string is itself and any other value its JSON text,
+    as a CSV cell would read, so each row is checked as itself (a date among numbers parses; a list where text
+    belongs is text, as from a JSON Lines file)."""
+    import pyarrow as pa
+
+    for index, name in enumerate(table.column_names):
+        column = table.column(name)
+        if getattr(column.type, "extension_name", None) != "arrow.json":
+            continue
+        values = (None if v is None else json.loads(v) for c in column.chunks for v in c.storage.to_pylist())
+        text = [v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values]
+        table = table.set_column(index, name, pa.array(text, pa.string()))
+    return table
+
+
 def arrow_batches(ctx: ImportContext, source: SourceFile, tables: Iterator, *, count: bool = True) -> Iterator[Batch]:
     """Batches of pyarrow tables / record batches; locations are 1-based row numbers."""
     import pyarrow as pa
 
     row = 1
     for tb in tables:
-        table = tb if isinstance(tb, pa.Table) else pa.Table.from_batches([tb])
+        table = _decode_json_columns(tb if isinstance(tb, pa.Table) else pa.Table.from_batches([tb]))
         n = table.num_rows
         if not n:
             continue
