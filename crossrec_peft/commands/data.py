@@ -107,14 +107,41 @@ def _load_options_file(path: str) -> dict:
     if not file.is_file():
         raise DataError(f"Options file '{file}' does not exist.")
     try:
-        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        text = file.read_text(encoding="utf-8")
+        loaded = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
         raise DataError(f"{file}: not a YAML or JSON file: {str(exc).splitlines()[0]}") from None
+    except yaml.YAMLError as exc:
+        raise DataError(f"{_yaml_where(file, text, exc)}: cannot be read as YAML or JSON: {_yaml_problem(exc)}.") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise DataError(f"{file}: must hold a mapping of option names to values, not {type(loaded).__name__}.")
     return loaded
+
+
+def _yaml_where(file, text: str, exc) -> str:
+    """'FILE, line L, column C' (1-based) where YAML found the problem, as the recipe loader names it (the
+    first line of PyYAML's message, which was all this said, holds no position)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"{file}, line {mark.line + 1}, column {mark.column + 1}"
+    position = getattr(exc, "position", None)  # a character YAML refuses (ReaderError): an offset in the text
+    if isinstance(position, int):
+        line, start = text.count("\n", 0, position) + 1, text.rfind("\n", 0, position) + 1
+        return f"{file}, line {line}, column {position - start + 1}"
+    return str(file)
+
+
+def _yaml_problem(exc) -> str:
+    """What YAML found wrong, and what it was reading when it did ('while parsing a flow sequence ...')."""
+    problem = getattr(exc, "problem", None)
+    if problem is None:
+        return str(getattr(exc, "reason", None) or exc).splitlines()[0].rstrip(".")
+    context, mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and mark is not None:
+        problem += f" ({context} that starts at line {mark.line + 1}, column {mark.column + 1})"
+    return problem
 
 
 def format_report(report) -> str:
@@ -171,6 +198,40 @@ def _validate(args) -> None:
 # ------------------------------------------------------------------------------------------------- stats
 
 
+def _check_writable(option: str, path) -> None:
+    """ConfigError unless the file `path` can be written: its folder (or, where that does not exist yet, the
+    nearest one above it, under which the rest is created) takes a new file, and a file already there can be
+    replaced. Tried for real, with a temporary file removed at once: permission bits do not tell (root
+    ignores them; an immutable folder or a read-only mount does not show in them)."""
+    import os
+    import tempfile
+
+    from ..errors import ConfigError
+
+    folder = path.parent
+    while not folder.is_dir():
+        if folder.exists() or folder == folder.parent:
+            raise ConfigError(
+                f"{option} {path}: {folder} is not a folder, so the file cannot be written there; choose another path."
+            )
+        folder = folder.parent
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".crossrec-write-check-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"{option} {path}: cannot write a file in {folder} ({exc.strerror or exc}); choose a folder you can write to."
+        ) from None
+    if path.is_file():
+        try:
+            open(path, "ab").close()  # appends nothing: the earlier plot stays as it is until the new one is drawn
+        except OSError as exc:
+            raise ConfigError(
+                f"{option} {path}: exists and cannot be replaced ({exc.strerror or exc}); choose another file."
+            ) from None
+
+
 def _stats(args) -> None:
     from ..data.stats import format_stats, layout_stats, plot_stats, public
 
@@ -179,6 +240,8 @@ def _stats(args) -> None:
     # Checked before the data is read: a plot path that cannot be written (or would overwrite a file of the
     # user's) fails at once, with nothing printed or written.
     plot = check_plot_path("--plot", args.plot, protect=Path(args.dir)) if args.plot else None
+    if plot is not None:
+        _check_writable("--plot", plot)
     stats = layout_stats(args.dir)
     if args.json:
         print(json.dumps(public(stats), indent=2))

@@ -9,7 +9,8 @@ the file, the 1-based line (CSV, JSONL) or row (Parquet) and what is wrong.
   truncated, not an object, garbage) is named by its own line; pyarrow's JSON reader never sees garbage (it
   can crash on some) and no library log line contradicts the message.
 - CSV goes through pyarrow's reader; when it refuses a file, the file is scanned with Python's csv module
-  to name the first bad line (not UTF-8, more or fewer fields than the header).
+  to name the first bad line (not UTF-8, more or fewer fields than the header). A quote that is never
+  closed is looked for first: pyarrow would read the rest of the file into that one value without a word.
 - Parquet is read with `datasets` (memory-mapped: the format for large data).
 - An empty file (0 bytes, or a header without rows) is named as such.
 """
@@ -19,9 +20,11 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import io
 import json
 import logging
+import mmap
 import re
 from pathlib import Path
 from typing import Any
@@ -188,6 +191,12 @@ def _read_jsonl(path: Path):
             except json.JSONDecodeError as exc:
                 truncated = "; the last line has no line end: is the file cut short?" if not raw.endswith(b"\n") else ""
                 raise DataError(f"{path}, line {no}: cannot be read as JSON: {exc.msg} (character {exc.colno}){truncated}.") from None
+            except RecursionError:
+                # json's C parser gives up on arrays or objects nested about a thousand levels deep.
+                raise DataError(
+                    f"{path}, line {no}: cannot be read as JSON: nested too deeply (arrays or objects inside each other "
+                    "hundreds of levels down)."
+                ) from None
             if not isinstance(record, dict):
                 raise DataError(
                     f"{path}, line {no}: holds a JSON {_kind(record)}, not an object; JSON Lines holds one object "
@@ -242,6 +251,7 @@ def _read_csv(path: Path):
     import pyarrow.csv as pacsv
 
     header = _csv_header(path)
+    _check_quotes(path)
     text_columns = {c: pa.string() for c in header if c in ID_COLUMNS or c in TIME_COLUMNS}
     try:
         table = pacsv.read_csv(
@@ -264,6 +274,44 @@ def _read_csv(path: Path):
         raise DataError(f"{path}: has a header ({', '.join(header)}) but no rows.")
     # Text columns keep empty cells as "" (strings_can_be_null=False); an empty id is then reported as empty.
     return table
+
+
+@functools.lru_cache(maxsize=None)
+def _quoted_field(delimiter: str, binary: bool) -> re.Pattern:
+    # A quote opens a value only at the start of a field (after the delimiter or a line break, or at the start
+    # of the text), as for pyarrow and the csv module; elsewhere it is a plain character. The pattern starts
+    # with the quote itself so that the regex engine skips to the next quote quickly. Inside, "" is a quote
+    # character; group 1 is the closing quote, None when the text ends first.
+    d = re.escape(delimiter)
+    pattern = rf'"(?<![^{d}\r\n]")[^"]*(?:""[^"]*)*(")?'
+    return re.compile(pattern.encode() if binary else pattern)
+
+
+def unclosed_quote(text, delimiter: str = ",") -> int | None:
+    """The offset in `text` (CSV: a str, or bytes / a memory map) of a quote that opens a value and is never
+    closed, or None."""
+    for match in _quoted_field(delimiter, not isinstance(text, str)).finditer(text):
+        if match.group(1) is None:
+            return match.start()
+    return None
+
+
+def _check_quotes(path: Path) -> None:
+    """DataError at the line where a quote opens that the file never closes: pyarrow (like csv) reads
+    everything after it, line breaks included, as that one value, so the rows below would silently vanish
+    into a title (or fail later as an unknown item)."""
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data.find(b'"') < 0:
+            return
+        at = unclosed_quote(data)
+        if at is None:
+            return
+        line = data[:at].count(b"\n") + 1
+    where = "line 1 (the header)" if line == 1 else f"line {line}"
+    raise DataError(
+        f"{path}, {where}: a quote opened on this line is never closed, so the rest of the file would be read as one "
+        'value (not valid CSV: unexpected end of data). Close the quote; a quote inside a quoted value is written twice ("").'
+    )
 
 
 def _utf8(data: bytes, path: Path) -> str:

@@ -71,6 +71,10 @@ class CommonOptions:
     dedup: bool = True  # drop repeated (user, item, timestamp) rows
     max_text_length: int | None = None  # cut text fields to this many characters (None = keep all)
 
+    def check(self, fmt: str) -> None:
+        """DataError for a value of the right type that the format cannot use (a format's options add theirs);
+        called by parse_options, before any file is opened."""
+
 
 def _accepts(value: Any, hint: Any) -> bool:
     if hint is Any:
@@ -104,9 +108,31 @@ def _type_name(hint: Any) -> str:
     return getattr(origin, "__name__", str(origin))
 
 
+def _check_encoding(fmt: str, value: str) -> None:
+    """DataError unless `value` names a codec that turns bytes into text (not 'rot13' or 'hex', which
+    Python knows but only as transforms): found here, not as a LookupError once the first file is open."""
+    import codecs
+
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise DataError(
+            f"Importer '{fmt}': option 'encoding' is {value!r}, which is not an encoding Python knows. "
+            "Use a text encoding such as utf-8, latin-1 or cp1252."
+        ) from None
+    try:
+        "a".encode(value).decode(value)
+    except (LookupError, UnicodeError):
+        raise DataError(
+            f"Importer '{fmt}': option 'encoding' is {value!r}, which is not a text encoding (it does not turn a "
+            "file's bytes into text). Use a text encoding such as utf-8, latin-1 or cp1252."
+        ) from None
+
+
 def parse_options(cls: type, options: dict | None, fmt: str):
-    """An instance of the options dataclass `cls` from the user's dict; unknown keys and wrong types raise
-    DataError naming the key, the closest known key and the expected type."""
+    """An instance of the options dataclass `cls` from the user's dict; unknown keys, wrong types and values
+    no format can use (NaN, an unknown encoding, what the class's `check` refuses) raise DataError naming the
+    key, the closest known key and the expected type."""
     options = dict(options or {})
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
@@ -120,11 +146,18 @@ def parse_options(cls: type, options: dict | None, fmt: str):
             raise DataError(
                 f"Importer '{fmt}': option '{key}' must be {_type_name(hints[key])}, not {type(value).__name__} ({value!r})."
             )
+        # YAML reads .nan and .inf as numbers; no option means anything by them (min_rating=.nan kept every rating).
+        if isinstance(value, float) and not np.isfinite(value):
+            raise DataError(f"Importer '{fmt}': option '{key}' must be a finite number, not {value!r}.")
     parsed = cls(**options)
     if parsed.k_core < 0:
         raise DataError(f"Importer '{fmt}': option 'k_core' must be 0 (off) or a positive count, not {parsed.k_core}.")
     if parsed.max_text_length is not None and parsed.max_text_length < 1:
         raise DataError(f"Importer '{fmt}': option 'max_text_length' must be a positive number of characters.")
+    encoding = getattr(parsed, "encoding", None)
+    if encoding is not None:
+        _check_encoding(fmt, str(encoding))
+    parsed.check(fmt)
     return parsed
 
 

@@ -19,11 +19,13 @@ optional close_prices.csv), the image the finance recipe reads.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...errors import DataError
 from ..factsheet import render_factsheet
 from .build import latest_rows
 from .core import (
@@ -56,6 +58,7 @@ DEFAULT_ASSET_RISK = {
     "mtf/equity": 4, "stock": 4,
 }
 _PLACEHOLDER = re.compile(r"UNK_\d+")
+FACTSHEET_NAME_MAX = 64  # longer ids get a shortened, hashed factsheet file name (factsheet_name)
 _MISSING = {"", "not_available", "n/a", "na", "none", "null"}
 
 
@@ -69,6 +72,14 @@ class FarTransOptions(CommonOptions):
     factsheets: bool = True  # render images/<ISIN>.png and write the `image` column
     factsheet_points: int = 60  # the most recent close prices drawn
     asset_risk: dict = field(default_factory=dict)  # "category/subcategory" or "category" -> 1..4, over the defaults
+
+    def check(self, fmt: str) -> None:
+        # The prices are cut as [-factsheet_points:]: 0 would draw them all and -1 all but the first.
+        if self.factsheet_points < 1:
+            raise DataError(
+                f"Importer '{fmt}': option 'factsheet_points' must be a positive number of close prices (the most "
+                f"recent drawn in each factsheet), not {self.factsheet_points}."
+            )
 
 
 def describe_asset(name: str, category: str, subcategory: str, sector: str, industry: str) -> str:
@@ -208,6 +219,17 @@ def _risk_table(overrides: dict) -> dict[str, int]:
     return table
 
 
+def factsheet_name(isin: str) -> str:
+    """The file name (without .png) of an asset's factsheet: the ISIN itself for a real one ([A-Z0-9], 12
+    characters). Other characters become '_' (the caller makes names unique, case-insensitively); an id too
+    long for a file name (file systems allow 255 bytes) keeps its first characters, readable, plus a hash
+    of the whole id, so the name is the same on every import and two long ids never share it."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", isin)
+    if len(name) > FACTSHEET_NAME_MAX:
+        name = f"{name[:40]}-{hashlib.sha256(isin.encode('utf-8')).hexdigest()[:16]}"
+    return name
+
+
 def _factsheets(ctx: ImportContext, prices_path, hint: str) -> None:
     """Render each asset's factsheet into the output and add the `image` column (relative paths)."""
     import pyarrow as pa
@@ -237,8 +259,7 @@ def _factsheets(ctx: ImportContext, prices_path, hint: str) -> None:
     paths, used = [], set()
     for row, (isin, level) in enumerate(zip(ids, b.items["risk_level"].to_pylist())):
         points = sorted(series.get(isin, []))[-opts.factsheet_points:]
-        # ISINs are [A-Z0-9]; anything else is made safe for a file name (and unique, case-insensitively).
-        name = re.sub(r"[^A-Za-z0-9_-]", "_", isin)
+        name = factsheet_name(isin)
         if name.lower() in used:
             name = f"{name}-{row}"
         used.add(name.lower())

@@ -56,6 +56,16 @@ class GenericOptions(CommonOptions):
     encoding: str = "utf-8"
     unescape_html: bool = True
 
+    def check(self, fmt: str) -> None:
+        # The csv module takes one character, and a quote or a line break would be read as CSV's own (the file
+        # then fails on its header with a message about columns, not about this option).
+        d = self.delimiter
+        if d is not None and (len(d) != 1 or d in '"\r\n'):
+            raise DataError(
+                f"Importer '{fmt}': option 'delimiter' must be one character other than a quote or a line break, "
+                f"not {d!r}. For TAB write -o 'delimiter=\"\\t\"' (YAML double quotes), or name the file .tsv."
+            )
+
 
 def check_mapping(fmt: str, name: str, mapping) -> dict[str, str]:
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in mapping.items()):

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from ...errors import DataError
+from ..tables import unclosed_quote
 from .core import CHUNK_ROWS, Batch, ImportContext, SourceFile
 
 DELIMITER_NAMES = {"\t": "TAB", ",": "comma", ";": "semicolon", "|": "pipe", "::": "'::'"}
@@ -106,6 +108,7 @@ class _Feed:
         self.lines = lines
         self.first: int | None = None
         self.buf: list[str] = []
+        self.numbers: list[int] = []  # the line number of each line in buf (undecodable lines are left out)
 
     def __iter__(self):
         return self
@@ -115,11 +118,12 @@ class _Feed:
         if self.first is None:
             self.first = no
         self.buf.append(text)
+        self.numbers.append(no)
         return text + "\n"
 
     def take(self) -> tuple[int, str]:
         first, raw = self.first, "\n".join(self.buf)
-        self.first, self.buf = None, []
+        self.first, self.buf, self.numbers = None, [], []
         return first or 0, raw
 
 
@@ -137,11 +141,21 @@ def _rows(lines: Iterator[tuple[int, str]], delimiter: str, quoting: bool, on_ma
         except StopIteration:
             return
         except csv.Error as exc:
+            numbers = feed.numbers
             no, raw = feed.take()
-            on_malformed(no, raw, str(exc))
+            on_malformed(no, raw, str(exc), numbers)
             continue
         no, raw = feed.take()
         yield no, raw, row
+
+
+def _open_quote(raw: str, why: str, delimiter: str) -> int | None:
+    """Where in a row's text a quoted value opens that the reader never saw closed, when csv stopped inside
+    it: at the end of the file, or at its field size limit (a big file). From there on the lines cannot be
+    told apart from the value's text, so every later row is in doubt. None for other errors."""
+    if why != "unexpected end of data" and not why.startswith("field larger than field limit"):
+        return None
+    return unclosed_quote(raw, delimiter)
 
 
 def _blank(fields: list[str]) -> bool:
@@ -171,7 +185,29 @@ def read_delimited(
     fatal = 1 if header else 0
     lines = iter_lines(ctx, source, path, encoding, delimiter=delimiter, names=columns, fatal_line=fatal)
 
-    def malformed(no: int, raw: str, why: str) -> None:
+    def malformed(no: int, raw: str, why: str, numbers: list[int]) -> None:
+        at = _open_quote(raw, why, delimiter)
+        if at is not None:
+            # The whole rest of the file hangs on this quote, so it stops the import in skip mode too: skipping
+            # it as one bad row would silently drop every row after it.
+            line = numbers[raw.count("\n", 0, at)] if numbers else no
+            try:  # the fields before the quote: the text up to it is valid CSV (no quote is open there)
+                before = list(csv.reader(io.StringIO(raw[:at], newline=""), delimiter=delimiter))
+            except csv.Error:  # an earlier value past the field size limit
+                before = []
+            index = len(before[-1]) - 1 if before else 0
+            # The row is named by its first field, as for any malformed row; the text names the quoted one.
+            where = f"{source.at(line)} (the header)" if header and not columns else f"{source.at(line)}, field '{columns[0]}'"
+            opens = f", at the start of '{columns[min(index, len(columns) - 1)]}'," if columns else ""
+            runs_on = (
+                "is never closed, so the rest of the file would be read as one value"
+                if why == "unexpected end of data"
+                else "is not closed within the csv module's field size limit, so the lines after it cannot be told from its text"
+            )
+            raise DataError(
+                f"{where}: not valid CSV ({why}): a quote opened on this line{opens} {runs_on}, and no row after it can "
+                'be trusted. Close the quote; a quote inside a quoted value is written twice ("").'
+            )
         ctx.count_read(source)
         if header and not columns:
             raise DataError(f"{source.at(no)} (the header): not valid CSV ({why}).")
@@ -278,10 +314,13 @@ def read_jsonl(
         ctx.count_read(source)
         try:
             obj = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: json's C parser gives up on arrays or objects nested about a thousand levels deep;
+            # the line is a bad row like any other that is not JSON.
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             ctx.problems.add(
                 source, no, columns[0] if columns else "?", "bad_json",
-                f"not valid JSON ({exc}); JSON Lines files hold one object per line.", text,
+                f"not valid JSON ({why}); JSON Lines files hold one object per line.", text,
             )
             continue
         if not isinstance(obj, dict):
