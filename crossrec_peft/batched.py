@@ -106,8 +106,7 @@ def prepare(rec: "Recommender", query: Query) -> Prepared:
     resolved: list[int | Mapping[str, Any]] = []
     for position, item in enumerate(history):
         if isinstance(item, Mapping):
-            if not all(isinstance(key, str) for key in item):
-                raise QueryError(f"history[{position}]: an item's field names must be strings.", field=f"history[{position}]", kind="invalid_item")
+            check_fields(d, item, f"history[{position}]")
             resolved.append(item)
             continue
         row = rows.get(str(item))
@@ -119,6 +118,44 @@ def prepare(rec: "Recommender", query: Query) -> Prepared:
     known = sorted({r for r in resolved if isinstance(r, int)})
     excluded = known if query.exclude_history else []
     return Prepared(query, d, resolved[-d.max_history :], excluded, k, history_rows(history, rows))
+
+
+def check_fields(d: "_Domain", item: Mapping[Any, Any], where: str) -> None:
+    """An item given by its fields (`where`: its place in the request, as "history[0]"): every field the domain's
+    model reads is a string or null, and each text modality gets non-empty text from at least one of its fields.
+    QueryError (kind invalid_item) naming the field otherwise: the backbone would turn 5 or ["a"] into text
+    silently, and an item without text fails deep in it with a message that does not name the field."""
+    if not all(isinstance(key, str) for key in item):
+        raise QueryError(f"{where}: an item's field names must be strings.", field=where, kind="invalid_item")
+    read: list[str] = []
+    for enc in d.model.modalities.values():
+        read.extend(f for f in enc.fields if f not in read)
+    for key in read:
+        value = item.get(key)
+        if value is not None and not isinstance(value, str):
+            raise QueryError(f"{where}.{key}: must be a string (or null), got {_json_kind(value)}.", field=f"{where}.{key}", kind="invalid_item")
+    for enc in d.model.modalities.values():
+        if enc.backbone.modality != "text" or any(str(item.get(f) or "").strip() for f in enc.fields):
+            continue
+        at = next((f for f in enc.fields if f in item), enc.fields[0])
+        state = "missing" if at not in item else ("null" if item[at] is None else "empty")
+        others = [k for k in item if k not in read and k != "item_id"]
+        hint = f" The item has {named(others)}, which domain '{d.name}' does not read." if others else ""
+        which = f"at least one of {named(enc.fields)}" if len(enc.fields) > 1 else named(enc.fields)
+        raise QueryError(
+            f"{where}.{at}: {state}; an item given by its fields needs non-empty text in {which} "
+            f"(what domain '{d.name}' reads as text).{hint}", field=f"{where}.{at}", kind="invalid_item",
+        )
+
+
+def _json_kind(value: Any) -> str:
+    """How a JSON value of the wrong kind is named in a message: 'a number (5)', 'a list (["a", "b"])'."""
+    import json
+
+    kind = ("true/false" if isinstance(value, bool) else "a number" if isinstance(value, (int, float))
+            else "a list" if isinstance(value, (list, tuple)) else "an object" if isinstance(value, Mapping) else type(value).__name__)
+    shown = json.dumps(value, default=str)
+    return f"{kind} ({shown[:60]}{'...' if len(shown) > 60 else ''})"
 
 
 def _unknown_ids(d: "_Domain", unknown: list[str], size: int) -> None:

@@ -399,9 +399,23 @@ def component(reg: registry.Registry, spec: Mapping, where: str):
     return entry, argument, options
 
 
-def validate(cfg: DictConfig) -> None:
-    """Everything that can be checked without loading data or weights, so mistakes fail in a second."""
-    m = cfg.model
+def check_model_section(model: Mapping, source: str, *, history: bool = True) -> None:
+    """A `model` section from elsewhere than a recipe (a package manifest's) checked as `load_config` checks a
+    recipe's: types and unknown keys against `ModelConfig`, then `validate_model`. A ConfigError names `source`
+    and the key. `history=False` skips the user encoder's window check (a manifest that recorded no max_history)."""
+    schema = OmegaConf.create({"model": OmegaConf.structured(ModelConfig)})  # keys read 'model.<key>'
+    try:
+        merged = _merge_checked(schema, OmegaConf.create({"model": dict(model)}), source)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, source, schema) from None
+    try:
+        validate_model(merged.model, history=history)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def validate_model(m: DictConfig, *, history: bool = True) -> None:
+    """The `model` section's checks of `validate`: every component resolves with valid options, sizes positive."""
     if not m.modalities:
         raise ConfigError("'model.modalities' is empty: configure at least one modality (for example text).")
     for mod_name, mod in m.modalities.items():
@@ -412,9 +426,19 @@ def validate(cfg: DictConfig) -> None:
     component(registry.fusions, m.fusion, "model.fusion")
     _, _, encoder_options = component(registry.user_encoders, m.user_encoder, "model.user_encoder")
     check_history = getattr(encoder_options, "check_history", None)  # e.g. sasrec's positions must fit the window
-    problem = check_history(m.max_history) if callable(check_history) else None
+    problem = check_history(m.max_history) if history and callable(check_history) else None
     if problem:
         raise ConfigError(f"'model.user_encoder': {problem}")
+    for key in ("head_rank", "max_history"):
+        if m[key] <= 0:
+            raise ConfigError(f"'model.{key}' must be positive, got {m[key]}.")
+    if not m.temperature > 0:
+        raise ConfigError(f"'model.temperature' must be positive, got {m.temperature}.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Everything that can be checked without loading data or weights, so mistakes fail in a second."""
+    validate_model(cfg.model)
     component(registry.objectives, cfg.train.objective, "train.objective")
     try:
         registry.domains.resolve(cfg.domain)
@@ -426,8 +450,8 @@ def validate(cfg: DictConfig) -> None:
     # so that validating a config runs no user code and loads no training code.
     if cfg.recipe_class is not None and not _dotted(cfg.recipe_class):
         raise ConfigError(f"'recipe_class': '{cfg.recipe_class}' is not a dotted name module.Class (for example my_recipes.MyRecipe).")
-    positive = {
-        "model.head_rank": m.head_rank, "model.max_history": m.max_history, "train.epochs": cfg.train.epochs,
+    positive = {  # the model's sizes and temperature: validate_model
+        "train.epochs": cfg.train.epochs,
         "train.batch_size": cfg.train.batch_size, "train.samples_per_user": cfg.train.samples_per_user,
         "train.eval_batch_size": cfg.train.eval_batch_size, "data.num_items": cfg.data.num_items,
         "data.num_users": cfg.data.num_users, "train.log_every": cfg.train.log_every,
@@ -435,8 +459,6 @@ def validate(cfg: DictConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"'{key}' must be positive, got {value}.")
-    if m.temperature <= 0:
-        raise ConfigError(f"'model.temperature' must be positive, got {m.temperature}.")
     _check_ranges(cfg)
     if cfg.train.batch_size < 2:
         raise ConfigError("'train.batch_size' must be at least 2: in-batch negatives need other rows.")

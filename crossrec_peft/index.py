@@ -169,10 +169,36 @@ def read_index(path: str | Path) -> Index:
         raise DataError(f"{path}: not a readable safetensors index ({str(exc).splitlines()[0]}).") from None
     if meta.get("format") != FORMAT:
         raise DataError(f"{path}: index format {meta.get('format')!r}, this crossrec-peft reads {FORMAT}; rebuild it with crossrec-peft index.")
-    ids = json.loads(meta.pop("item_ids", "[]"))
+    try:
+        ids = json.loads(meta.pop("item_ids", "[]"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: metadata 'item_ids' is not valid JSON ({exc}); rebuild it with crossrec-peft index.") from None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        bad = ids if not isinstance(ids, list) else next(i for i in ids if not isinstance(i, str))
+        raise DataError(
+            f"{path}: metadata 'item_ids' must be a JSON list of item id strings, but holds {json.dumps(bad)[:60]}; "
+            "rebuild it with crossrec-peft index."
+        )
+    if content.dim() != 2:
+        raise DataError(f"{path}: tensor 'content' has shape {tuple(content.shape)}, not [items, dim]; rebuild it with crossrec-peft index.")
     if len(ids) != len(content):
         raise DataError(f"{path}: {len(ids)} item ids but {len(content)} vectors; rebuild it with crossrec-peft index.")
     return Index(item_ids=ids, content=content, meta=meta)
+
+
+def check_outside_package(path: Path, what: str) -> None:
+    """Refuse an index path inside an adapter package: a package may hold only the files its crossrec.json lists
+    (and documentation), so an index written there would make the package refuse to load."""
+    from .package import MANIFEST
+
+    path = Path(path).expanduser().absolute()
+    package = next((d for d in path.parents if (d / MANIFEST).is_file()), None)
+    if package is not None:
+        raise ConfigError(
+            f"{what} {path}: inside the adapter package {package}, which may hold only the files its {MANIFEST} "
+            f"lists (an unlisted file makes the package refuse to load). Write the index outside it, for example "
+            f"{package.parent / (package.name + '-index.safetensors')}, or leave {what} out to keep it in the cache."
+        )
 
 
 def check_index(index: Index, path: Path, *, domain: str, adapter_sha: str, catalog_sha: str | None = None) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional
@@ -58,8 +59,29 @@ class Modality(_Model):
     pretrained: StrictBool = True
 
 
+class ModelModality(_Model):
+    # What build_model reads; their values are checked by the config's own validation (package.read_manifest).
+    fields: List[StrictStr]
+    backbone: Dict[StrictStr, Any]
+    method: Dict[StrictStr, Any]
+
+
 class ModelSection(_Model):
-    modalities: Dict[StrictStr, Dict[StrictStr, Any]]
+    """The run's `model` config: present keys only here (a missing one would otherwise be filled with a
+    default that is not the trained model); values are checked by `config.check_model_section`."""
+
+    modalities: Dict[StrictStr, ModelModality]
+    fusion: Dict[StrictStr, Any]
+    user_encoder: Dict[StrictStr, Any]
+    head_rank: StrictInt
+    temperature: float
+    learn_temperature: StrictBool
+
+
+class DataSection(_Model):
+    # `source` is where a loader looks for the catalog (a path): text or null.
+    source: Optional[StrictStr] = None
+    sha256: Optional[StrictStr] = None
 
 
 class Parent(_Model):
@@ -133,7 +155,7 @@ class ManifestSchema(_Model):
     weights: Weights
     sizes: Optional[Sizes] = None
     hybrid: Optional[Hybrid] = None
-    data: Dict[StrictStr, Any] = {}
+    data: DataSection = DataSection()
     metrics: Dict[StrictStr, Any] = {}
     versions: Dict[StrictStr, StrictStr] = {}
     files: Dict[StrictStr, StrictStr]
@@ -163,7 +185,7 @@ def _describe(error: dict) -> str:
     got = type(error.get("input")).__name__ if error["type"] != "missing" else None
     got = {"dict": "a mapping", "list": "a list", "str": "text", "int": "an integer", "float": "a number",
            "bool": "a boolean", "NoneType": "null"}.get(got, got)
-    msg = error["msg"].replace("Value error, ", "")
+    msg = re.sub(r" or instance of \w+", "", error["msg"].replace("Value error, ", ""))  # the class is ours, not the user's
     return f"'{where}': {msg}" + (f" (got {got})" if got and error["type"] != "value_error" else "")
 
 
@@ -266,6 +288,23 @@ _PEFT_KEYS = {"lora": {"r": "r", "alpha": "lora_alpha", "target_modules": "targe
 _PEFT_TYPES = {"lora": "LORA", "ia3": "IA3"}
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# adapter_config.json values peft uses without checking them (a text dropout fails deep in its layer code):
+# key -> (test, what it must be). Checked where present; peft's own defaults apply to absent keys.
+_PEFT_VALUES = {
+    "r": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "lora_alpha": (_number, "a number"),
+    "lora_dropout": (lambda v: _number(v) and 0 <= v < 1, "a number from 0 to below 1"),
+    "target_modules": (lambda v: v is None or isinstance(v, str) or isinstance(v, list) and all(isinstance(t, str) for t in v),
+                       "null, a regular expression or a list of module names"),
+    "feedforward_modules": (lambda v: v is None or isinstance(v, str) or isinstance(v, list) and all(isinstance(t, str) for t in v),
+                            "null, a regular expression or a list of module names"),
+}
+
+
 def check_peft_configs(directory: Path, manifest: dict) -> None:
     """adapter_config.json (what peft loads) agrees with the method recorded in the manifest."""
     for name, mod in manifest["modalities"].items():
@@ -286,6 +325,12 @@ def check_peft_configs(directory: Path, manifest: dict) -> None:
                 f"{path}: peft_type {config.get('peft_type')!r}, but {MANIFEST} records method '{method['name']}' "
                 f"for modality '{name}' ({expected_type})."
             )
+        for key, (ok, what) in _PEFT_VALUES.items():
+            if key in config and not ok(config[key]):
+                raise PackageError(
+                    f"{path}: '{key}' must be {what}, got {config[key]!r}; peft cannot build the adapter of modality '{name}' "
+                    "from it. The file must be the one exported with the package; re-export it."
+                )
         for option, key in _PEFT_KEYS[method["name"]].items():
             recorded = method.get(option)
             if recorded is None:  # not recorded (defaults of the backbone): peft's file decides

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import inspect
 import json
 import platform
 import re
@@ -35,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 from .backbones.base import CatalogTable
-from .errors import PackageError
+from .errors import ConfigError, PackageError, named
 from .fsutil import atomic_directory, make_public, save_safetensors, sha256
 from .hybrid import FILE as HYBRID_FILE
 from .hybrid import HybridChoice, HybridRanking, Neighbours
@@ -414,7 +415,32 @@ def read_manifest(directory: str | Path) -> dict:
             raise PackageError(f"{path}: a format-{version} manifest that cannot be read ({type(exc).__name__}: {exc}).") from None
         version = manifest["format_version"]
         check_schema(manifest, path)  # migrated: the current format's shape
+    check_model(manifest, path)
     return manifest
+
+
+def check_model(manifest: dict, path: Path) -> None:
+    """The values the schema leaves open: `model` through the config's own validation (what a recipe's model
+    section must satisfy) and each objective head's spec, so that a bad value is a PackageError naming `path`
+    and the key, not an error deep in building the model."""
+    from .config import check_model_section
+    from .model.heads import HEADS
+
+    model = manifest["model"]
+    try:
+        # A manifest without max_history (older packages) is read with the recommender's default: no window check.
+        check_model_section(model, str(path), history="max_history" in model)
+    except ConfigError as exc:
+        raise PackageError(str(exc)) from None
+    for name, spec in manifest.get("heads", {}).items():
+        kind = spec.get("kind")
+        if kind not in HEADS:
+            raise PackageError(f"{path}: 'heads.{name}.kind' is {kind!r}, not a head this crossrec-peft knows ({', '.join(HEADS)}).")
+        options = {k: v for k, v in spec.items() if k != "kind"}
+        try:
+            inspect.signature(HEADS[kind]).bind(**options)
+        except TypeError as exc:  # a missing or unknown option of the head's constructor
+            raise PackageError(f"{path}: 'heads.{name}' does not describe a {kind} head ({exc}).") from None
 
 
 def verify_files(directory: Path, manifest: dict) -> None:
@@ -549,6 +575,25 @@ def _peft_shape_error(directory: Path, name: str, recorded: dict, backbone, exc:
     )
 
 
+def check_peft_tensors(path: Path, peft_model: Any, adapter: str) -> None:
+    """Refuse a peft weight file that lacks tensors of the adapter peft built from its config: peft only warns
+    and leaves those at their initial values, which silently changes the scores."""
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors import safe_open
+
+    if not isinstance(peft_model, PeftModel) or adapter not in peft_model.peft_config:
+        return  # the method put its files on the backbone another way (IA3's routed hooks read the file's names)
+    expected = get_peft_model_state_dict(peft_model, adapter_name=adapter, save_embedding_layers=False)
+    with safe_open(str(path), framework="pt") as fh:  # opened by verify_files already: only its names are read
+        present = set(fh.keys())
+    missing = [name for name in expected if name not in present]
+    if missing:
+        raise PackageError(
+            f"{path}: {len(missing)} tensor(s) of the peft adapter are missing: {named(missing, 5)}. peft would leave "
+            "them at their initial values, so the package is refused; re-export it."
+        )
+
+
 @dataclass
 class OpenedPackage:
     """A package whose manifest is read (migrated) and whose files are verified: what every loader starts from."""
@@ -570,11 +615,29 @@ class OpenedPackage:
 
     def load_method(self, model: TwoTowerModel, modality: str, *, trainable: bool = False) -> None:
         """Rebuild the modality's method on its (fresh) backbone from the package."""
+        from peft.utils.error import NoMatchingPeftModuleError
+
         enc = model.modalities[modality]
         try:
             enc.method.load(enc.backbone, self.method_dir(modality), trainable=trainable)
+        except NoMatchingPeftModuleError:  # adapter_config.json's target_modules name no module of this backbone
+            raise self.peft_targets_error(modality, enc.backbone.identity()) from None
         except RuntimeError as exc:  # torch's "size mismatch" from peft's load_state_dict
             raise _peft_shape_error(self.directory, modality, self.manifest["modalities"][modality]["backbone"], enc.backbone, exc) from None
+        if enc.method.storage is Storage.PEFT:
+            check_peft_tensors(self.method_dir(modality) / PEFT_WEIGHTS, enc.backbone.model, "default")
+
+    def peft_targets_error(self, modality: str, identity: Mapping[str, Any]) -> PackageError:
+        """peft found no module of the backbone to put the modality's adapter on: its config names the wrong ones."""
+        path = self.method_dir(modality) / "adapter_config.json"
+        try:
+            targets = json.loads(path.read_text(encoding="utf-8")).get("target_modules")
+        except (OSError, ValueError):  # read and checked as JSON by verify_files already
+            targets = "?"
+        return PackageError(
+            f"{path}: 'target_modules' ({targets!r}) names no module of backbone {_describe(identity)} (modality "
+            f"'{modality}'), so the adapter cannot be put on it. The file must be the one exported with the package."
+        )
 
     def assign(self, model: TwoTowerModel, state: dict[str, torch.Tensor] | None = None) -> None:
         assign_weights(model, self.weights() if state is None else state, self.directory, self.manifest)

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from .errors import ConfigError, DataError, PackageError, closest, did_you_mean, named
 from .hybrid import HybridRanking
 from .index import (
-    Catalog, FaissSearch, Index, adapter_fingerprint, catalog_fingerprint, check_index, default_path, exact_top_k,
-    load_catalog, read_index, save_index,
+    Catalog, FaissSearch, Index, adapter_fingerprint, catalog_fingerprint, check_index, check_outside_package,
+    default_path, exact_top_k, load_catalog, read_index, save_index,
 )
 from .model.routing import SharedBackbone
 from .model.two_tower import TwoTowerModel
@@ -97,7 +97,7 @@ class Recommender:
     recommend from a domain's catalog."""
 
     def __init__(self, *, device: str | torch.device | None = None, batch_size: int = 256):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = check_device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = int(batch_size)
         self._backbones: dict[str, SharedBackbone] = {}  # backbone config (JSON) -> shared backbone
         self._domains: dict[str, _Domain] = {}
@@ -120,7 +120,8 @@ class Recommender:
         from . import registry
         from .config import component
         from .model.build import build_model
-        from .package import open_package
+        from .methods.peft_methods import PEFT_WEIGHTS
+        from .package import check_peft_tensors, open_package
 
         package = open_package(_resolve(path), source=str(path))
         directory, manifest = package.directory, package.manifest
@@ -179,8 +180,15 @@ class Recommender:
         attached: list[SharedBackbone] = []
         try:
             for modality, backbone in shared.items():
-                backbone.add(name, model.modalities[modality].method, package.method_dir(modality), routed[modality])
+                try:
+                    backbone.add(name, model.modalities[modality].method, package.method_dir(modality), routed[modality])
+                except (PackageError, RuntimeError, ValueError) as exc:
+                    better = _peft_load_error(package, modality, backbone, exc)
+                    if better is None:
+                        raise
+                    raise better from None
                 attached.append(backbone)
+                check_peft_tensors(package.method_dir(modality) / PEFT_WEIGHTS, getattr(backbone.backbone, "model", None), name)
         except Exception:
             for backbone in attached:
                 backbone.remove(name)
@@ -294,6 +302,8 @@ class Recommender:
         d = self._get(domain)
         catalog = self._catalog(d)
         catalog_sha = catalog_fingerprint(catalog, d.file_fields())
+        if out:
+            check_outside_package(Path(out), "out")
         path = Path(out) if out else default_path(d.name, d.adapter_sha, catalog_sha, cache_dir)
         if path.is_file() and not rebuild:
             index = read_index(path)
@@ -571,6 +581,8 @@ class Recommender:
             _check_history(d, history, self._catalog(d).rows)
         self._ensure_index(d)
         assert d.index is not None and d.vectors is not None
+        if k > len(d.index.item_ids):  # refused as the server refuses it (k_out_of_range), not silently cut
+            raise ConfigError(f"k must be at most {len(d.index.item_ids)} (the catalog size of domain '{d.name}'), got {k}.")
         rows = _lookup_index(d, history)
         recent = rows[-d.max_history :]
         content = d.index.content[recent].to(self.device)
@@ -608,6 +620,44 @@ class Recommender:
         from .explain import explain
 
         return explain(self, history, item_id, domain)
+
+
+def check_device(device: str | torch.device, what: str = "device") -> torch.device:
+    """`device` as a torch.device, or a ConfigError naming `what` (the option the user set) when torch does not
+    know it or this machine does not have it (torch would fail later, moving the first backbone)."""
+    try:
+        out = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{what} {device!r}: not a device; give cpu, cuda, cuda:N or mps.") from None
+    if out.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{what} {device!r}: no CUDA GPU is available on this machine; use cpu.")
+        if out.index is not None and out.index >= count:
+            raise ConfigError(f"{what} {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}.")
+    elif out.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{what} {device!r}: MPS (Apple GPU) is not available on this machine; use cpu.")
+    elif out.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{what} {device!r}: crossrec-peft runs on cpu, cuda, cuda:N or mps.")
+    return out
+
+
+def _peft_load_error(package: Any, modality: str, backbone: SharedBackbone, exc: Exception) -> PackageError | None:
+    """A shared backbone's failed peft load as the PackageError that says what the user needs: which file and key
+    when peft found no target module, the size-mismatch lines of torch's error (routing.py keeps only its first
+    line, which names no tensor) when the weights do not fit. The cause is `exc` itself or, when routing.py
+    already turned it into a PackageError, that one's context. None: nothing better to say than `exc`."""
+    from peft.utils.error import NoMatchingPeftModuleError
+
+    from .package import _peft_shape_error
+
+    cause = exc.__context__ if isinstance(exc, PackageError) else exc
+    if isinstance(cause, NoMatchingPeftModuleError):
+        return package.peft_targets_error(modality, backbone.identity)
+    if isinstance(cause, RuntimeError) and "size mismatch" in str(cause):
+        return _peft_shape_error(package.directory, modality, package.manifest["modalities"][modality]["backbone"],
+                                 backbone.backbone, cause)
+    return None
 
 
 def _unknown_domain(name: str, loaded: list[str]) -> str:

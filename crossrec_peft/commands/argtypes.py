@@ -32,6 +32,15 @@ def positive_float(text: str) -> float:
     return value
 
 
+def split_named(spec: str) -> tuple[str | None, str]:
+    """`NAME=PATH` -> (NAME, PATH); a plain path (or one that exists as written, '=' and all) -> (None, spec).
+    How `recommend` and `serve` read a package argument: NAME loads it under that domain name."""
+    name, sep, path = spec.partition("=")
+    if not sep or Path(spec).exists() or not name or "/" in name or spec.startswith("hf://"):
+        return None, spec
+    return name, path
+
+
 def check_plot_path(option: str, value: str | Path, *, protect: Path | None = None) -> Path:
     """A PNG file that a command may write: suffix .png, not a directory, not inside `protect` (the data
     directory: its tables and images are the user's), and, when it exists, a PNG (an earlier plot), never

@@ -27,11 +27,12 @@ def check_index_out(value: str) -> None:
     from pathlib import Path
 
     from ..errors import ConfigError, CrossrecError
-    from ..index import read_index
+    from ..index import check_outside_package, read_index
 
     path = Path(value).expanduser()
     if path.suffix != ".safetensors":
         raise ConfigError(f"--out must name a .safetensors file, got '{path}'.")
+    check_outside_package(path, "--out")
     if path.is_dir():
         raise ConfigError(f"--out {path}: is a directory; name a .safetensors file.")
     if path.exists():
@@ -45,10 +46,12 @@ def run(args) -> None:
     import time
 
     from ..pipeline import quiet_libraries
-    from ..recommender import Recommender
+    from ..recommender import Recommender, check_device
 
     if args.out:
         check_index_out(args.out)
+    if args.device:
+        check_device(args.device, "--device")
     quiet_libraries()
     rec = Recommender(device=args.device, batch_size=args.batch_size)
     domain = rec.load_adapter(args.adapter, data=args.data)

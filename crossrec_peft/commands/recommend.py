@@ -4,7 +4,7 @@ the top-k items of a domain's catalog for one user history, with adapters loaded
 
 from __future__ import annotations
 
-from .argtypes import positive_int
+from .argtypes import positive_int, split_named
 
 NAME = "recommend"
 HELP = "recommend items of a domain's catalog for a history of item ids"
@@ -28,23 +28,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
 
 
-def split_named(spec: str) -> tuple[str | None, str]:
-    """`NAME=PATH` -> (NAME, PATH); a plain path (or one that exists as written, '=' and all) -> (None, spec)."""
-    from pathlib import Path
-
-    name, sep, path = spec.partition("=")
-    if not sep or Path(spec).exists() or not name or "/" in name or spec.startswith("hf://"):
-        return None, spec
-    return name, path
-
-
 def run(args) -> None:
     import json
 
     from ..errors import ConfigError
     from ..pipeline import quiet_libraries
-    from ..recommender import Recommender
+    from ..recommender import Recommender, check_device
 
+    if args.device:
+        check_device(args.device, "--device")
     quiet_libraries()
     rec = Recommender(device=args.device)
     for spec in args.adapters:

@@ -137,6 +137,30 @@ def _path_of(root: nn.Module, target: nn.Module) -> str:
     return next((name for name, m in root.named_modules() if m is target), "")
 
 
+def _strip_peft(model: nn.Module) -> nn.Module:
+    """`model` with every peft layer in it replaced by the frozen layer it wraps, and without the `peft_config`
+    peft leaves on it: the module tree it had before peft wrapped it (the same layer objects, so routed hooks
+    stay where they are). Returns `model`."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    tuned = [(name, m) for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+    for name, layer in tuned:
+        if any(name.startswith(f"{outer}.") for outer, _ in tuned if outer != name):
+            continue  # inside another peft layer: goes with it
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer.get_base_layer())
+    if "peft_config" in model.__dict__:
+        del model.peft_config
+    return model
+
+
+
+def _mismatch(exc: Exception) -> str:
+    """The line of a failed load that says what does not fit: torch's first line ("Error(s) in loading
+    state_dict for PeftModel:") names no tensor; its "size mismatch for NAME: ... shape A ... shape B" does."""
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    return next((line.strip() for line in lines if "size mismatch" in line), lines[0])[:300]
+
 class SharedBackbone(nn.Module):
     """One frozen backbone shared by several domains, each with its own method's adapter;
     `forward(inputs, domains)` encodes a batch whose row i belongs to `domains[i]`."""
@@ -211,16 +235,26 @@ class SharedBackbone(nn.Module):
             kind = next(iter(self.backbone.model.peft_config.values())).peft_type
             if config.peft_type != kind:
                 raise PackageError(f"{directory}: a {config.peft_type} adapter cannot join the {kind} named adapters of backbone '{self.identity.get('id')}'.")
+        first = not self._peft
+        plain = self.backbone.model
         try:
-            if not self._peft:
-                self.backbone.model = PeftModel.from_pretrained(self.backbone.model, str(directory), adapter_name=domain)
+            if first:
+                self.backbone.model = PeftModel.from_pretrained(plain, str(directory), adapter_name=domain)
             else:
                 # low_cpu_mem_usage: the new layers are created empty and filled from the file (no init).
                 self.backbone.model.load_adapter(str(directory), adapter_name=domain, low_cpu_mem_usage=True)
-        except RuntimeError as exc:  # torch's size mismatch
-            raise PackageError(
-                f"{directory}: the peft weights do not fit backbone '{self.identity.get('id')}': {str(exc).splitlines()[0][:300]}"
-            ) from None
+        except Exception as exc:
+            # peft injects its layers before it reads the weights: a failed load leaves them in the backbone,
+            # where the next domain's adapter would be wrapped around them (and lose its weights).
+            if first:
+                _strip_peft(plain)
+            elif domain in self.backbone.model.peft_config:
+                self.backbone.model.delete_adapter(domain)
+            if isinstance(exc, (RuntimeError, ValueError)):  # torch's size mismatch; peft's target modules not found
+                raise PackageError(
+                    f"{directory}: the peft weights do not fit backbone '{self.identity.get('id')}': {_mismatch(exc)}"
+                ) from None
+            raise
         self.backbone.model.requires_grad_(False)
         self.backbone.model.eval()
         self._peft.add(domain)
@@ -235,7 +269,7 @@ class SharedBackbone(nn.Module):
         try:
             method.load(view, directory, trainable=False)
         except RuntimeError as exc:  # torch's size mismatch from a load_state_dict
-            raise PackageError(f"{directory}: the {method.name} weights do not fit backbone '{self.identity.get('id')}': {str(exc).splitlines()[0][:300]}") from None
+            raise PackageError(f"{directory}: the {method.name} weights do not fit backbone '{self.identity.get('id')}': {_mismatch(exc)}") from None
         tensors = dict(view.named_parameters())
         tensors.update(dict(view.named_buffers()))
         for name, value in state.items():
@@ -287,9 +321,14 @@ class SharedBackbone(nn.Module):
         if domain in self.views:
             del self.views[domain]
         if domain in self._peft:
-            self.backbone.model.delete_adapter(domain)
             self._peft.discard(domain)
             self._active_peft = None
+            if self._peft:
+                self.backbone.model.delete_adapter(domain)
+            else:
+                # The last one: the plain backbone again. An empty PeftModel left in place would be wrapped in a
+                # second one by the next add_named_peft, whose weights then load under the wrong names (lost).
+                self.backbone.model = _strip_peft(self.backbone.model.base_model.model)
         self.methods.pop(domain, None)
 
     # -- encoding --------------------------------------------------------------------------------------------

@@ -58,6 +58,13 @@ def domain_info(rec: "Recommender", name: str) -> dict[str, Any]:
     }
 
 
+def _forget_backbones(rec: "Recommender", kept: set[str]) -> None:
+    """Drop the backbones a failed load added (all but `kept`): a failed POST /v1/domains leaves the server as
+    it was, without a backbone no domain uses held in memory."""
+    for key in set(rec._backbones) - kept:
+        del rec._backbones[key]
+
+
 def create_app(rec: "Recommender", settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
@@ -173,13 +180,19 @@ def create_app(rec: "Recommender", settings: Settings | None = None) -> FastAPI:
             raise ApiError(403, "forbidden", "A valid admin token is needed (Authorization: Bearer TOKEN).")
 
         def load() -> dict[str, Any]:
-            name = rec.load_adapter(body.package, data=body.data, name=body.name)
+            backbones = set(rec._backbones)
+            try:
+                name = rec.load_adapter(body.package, data=body.data, name=body.name)
+            except Exception:
+                _forget_backbones(rec, backbones)
+                raise
             try:
                 rec._ensure_index(rec._domains[name])
             except Exception:
                 d = rec._domains.pop(name)  # a domain that cannot answer is not kept half-loaded
                 for backbone in d.shared.values():
                     backbone.remove(name)
+                _forget_backbones(rec, backbones)
                 raise
             return domain_info(rec, name)
 

@@ -54,6 +54,8 @@ def from_validation(errors: list[dict[str, Any]]) -> tuple[str, str, str | None]
         context = (first.get("ctx") or {}).get("error", "")
         return "malformed_json", f"The body is not valid JSON: {context}.".replace(": .", "."), None
     field = field_path(first.get("loc", ()))
+    if kind == "missing" and field is None:  # FastAPI reads an empty body as a missing one, with no field to name
+        return "invalid_value", "The body is empty: it must be a JSON object of the request's fields.", None
     if kind == "missing":
         return "missing_field", f"'{field}' is required.", field
     if kind == "extra_forbidden":

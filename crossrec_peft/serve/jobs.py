@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from ..batched import Query, QueryError, compute, index_rows, prepare, resolve_domain
+from ..batched import Query, QueryError, check_fields, compute, index_rows, prepare, resolve_domain
 from ..errors import named
 from ..explain import explain_items
 from .batcher import Job
@@ -46,8 +46,12 @@ class Encode:
 
 
 def check_items(rec: "Recommender", domain: str, items: Sequence[Any], field: str) -> None:
-    """Catalog ids of `items` must be in the domain's index (QueryError naming each unknown one)."""
+    """Catalog ids of `items` must be in the domain's index (QueryError naming each unknown one); items given by
+    their fields must have fields the model can read (`batched.check_fields`, naming e.g. items[0].title)."""
     d = resolve_domain(rec, domain)
+    for position, item in enumerate(items):
+        if isinstance(item, Mapping):
+            check_fields(d, item, f"{field}[{position}]")
     rec._ensure_index(d)
     rows = index_rows(d)
     unknown = [str(i) for i in items if not isinstance(i, Mapping) and str(i) not in rows]

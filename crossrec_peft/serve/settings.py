@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from ..errors import ConfigError
@@ -24,7 +25,11 @@ class Settings:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name != "admin_token" and value <= 0:
-                raise ConfigError(f"serve: {f.name.replace('_', '-')} must be positive, got {value}.")
+            if f.name == "admin_token":
+                continue
+            if not math.isfinite(value):  # nan passes `value <= 0`, and a nan or infinite wait never ends a batch
+                raise ConfigError(f"serve: --{f.name.replace('_', '-')} must be a finite number, got {value}.")
+            if value <= 0:
+                raise ConfigError(f"serve: --{f.name.replace('_', '-')} must be positive, got {value}.")
         if self.admin_token is not None and len(self.admin_token) < 8:
             raise ConfigError("serve: the admin token must be at least 8 characters long.")
