@@ -32,13 +32,14 @@ def holds_a_run(run_dir: Path) -> bool:
 
 
 def check_run_dir(run_dir: Path, *, resume: bool) -> None:
-    """Refuse a directory that is not a directory, that holds files but no earlier run (they could be
-    overwritten), or that holds a finished run (its report.json) unless the run resumes it: a new run there
-    would overwrite that run's record and adapter."""
+    """Refuse a directory that is not a directory, or, unless the run resumes it: one that holds files but no
+    earlier run (they could be overwritten), or a finished run (its report.json), whose record and adapter a
+    new run would overwrite."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"Run directory '{run_dir}' is a file, not a directory: choose another --out DIR.")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not holds_a_run(run_dir):
+    # Resuming reads the directory's checkpoints (refused with their own message when there are none).
+    if not resume and run_dir.is_dir() and any(run_dir.iterdir()) and not holds_a_run(run_dir):
         raise ConfigError(
             f"Run directory '{run_dir}' is not empty and holds no earlier run (no run's {CONFIG}); a run writes "
             f"{CONFIG}, metrics.jsonl, checkpoints/ and adapter/ there. Choose another directory with --out DIR, or empty it."

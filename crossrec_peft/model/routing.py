@@ -154,12 +154,12 @@ def _strip_peft(model: nn.Module) -> nn.Module:
     return model
 
 
-
 def _mismatch(exc: Exception) -> str:
     """The line of a failed load that says what does not fit: torch's first line ("Error(s) in loading
     state_dict for PeftModel:") names no tensor; its "size mismatch for NAME: ... shape A ... shape B" does."""
     lines = str(exc).splitlines() or [type(exc).__name__]
     return next((line.strip() for line in lines if "size mismatch" in line), lines[0])[:300]
+
 
 class SharedBackbone(nn.Module):
     """One frozen backbone shared by several domains, each with its own method's adapter;
