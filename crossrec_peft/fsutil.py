@@ -39,17 +39,30 @@ def unwritable(path: Path, exc: OSError, what: str) -> OutputError:
     return OutputError(f"Cannot write {what} '{path}': {reason}.")
 
 
-def _make_parents(directory: Path, target: Path) -> list[Path]:
-    """Create `directory` (where `target` goes) and its missing parents; returns the ones created, deepest
-    last. OutputError when one of them exists as something other than a directory or cannot be made."""
+def check_can_create(target: Path) -> None:
+    """OutputError unless directory `target` exists or could be made: no existing parent of it is a file and
+    the file system takes its name. Nothing is written: for a command to fail at once, before its work."""
+    target = Path(target)
+    try:  # a name the file system refuses (too long) fails its first stat
+        at = target
+        while not at.is_dir():
+            if at.exists() or at.is_symlink():
+                what = "a file of that name exists" if at == target else f"'{at}' is a file, not a directory"
+                raise OutputError(f"Cannot create '{target}': {what}.")
+            if at.parent == at:
+                break
+            at = at.parent
+    except OSError as exc:
+        raise unwritable(target, exc, "the directory") from None
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """Create `directory` and its missing parents (`check_can_create` passed); returns the ones created,
+    deepest last. OutputError when one cannot be made."""
     missing = []
     at = directory
-    while not at.is_dir():
-        if at.exists() or at.is_symlink():
-            raise OutputError(f"Cannot create '{target}': '{at}' is a file, not a directory.")
+    while not at.is_dir() and at.parent != at:
         missing.append(at)
-        if at.parent == at:
-            break
         at = at.parent
     made: list[Path] = []
     for path in reversed(missing):
@@ -80,15 +93,10 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     followed: the directory it points to is replaced and the link kept. OutputError names a path that
     cannot be written (a parent that is a file, no permission, a name too long)."""
     target = Path(target)
-    try:  # a name the file system refuses fails its first stat
-        if target.is_symlink():
-            target = target.resolve()
-        exists = target.exists()
-    except OSError as exc:
-        raise unwritable(target, exc, "the directory") from None
-    if exists and not target.is_dir():
-        raise OutputError(f"Cannot write the directory '{target}': a file of that name exists.")
-    made = _make_parents(target.parent, target)
+    check_can_create(target)
+    if target.is_symlink():
+        target = target.resolve()
+    made = _make_parents(target.parent)
     stem = target.name[:_STEM]
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=target.parent))

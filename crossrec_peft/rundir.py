@@ -16,6 +16,7 @@ import yaml
 from omegaconf import DictConfig
 
 from .errors import ConfigError
+from .fsutil import check_can_create
 
 REPORT = "report.json"
 CONFIG = "config.yaml"
@@ -36,8 +37,13 @@ def check_run_dir(run_dir: Path, *, resume: bool) -> None:
     earlier run (they could be overwritten), or a finished run (its report.json), whose record and adapter a
     new run would overwrite."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
+    try:
+        is_file = run_dir.is_file()
+    except OSError:  # a name the file system refuses: check_can_create names it
+        is_file = False
+    if is_file:
         raise ConfigError(f"Run directory '{run_dir}' is a file, not a directory: choose another --out DIR.")
+    check_can_create(run_dir)  # under a file, or a name the file system refuses: now, not after loading everything
     # Resuming reads the directory's checkpoints (refused with their own message when there are none).
     if not resume and run_dir.is_dir() and any(run_dir.iterdir()) and not holds_a_run(run_dir):
         raise ConfigError(

@@ -97,3 +97,14 @@ def test_a_directory_with_files_but_no_run_is_refused(tmp_path, capsys, files):
     err = capsys.readouterr().err
     assert f"Run directory '{out}' is not empty and holds no earlier run" in err and "--out" in err
     assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == sorted(files)
+
+
+@pytest.mark.parametrize("out, message", [("a-file/sub", "Cannot create"), ("n" * 300, "Cannot write the directory")],
+                         ids=["under-a-file", "name-too-long"])
+def test_a_run_dir_that_cannot_be_made_is_refused_before_anything_loads(tmp_path, capsys, out, message):
+    (tmp_path / "a-file").write_text("mine\n")
+    assert main(["recipe", "ecommerce", "--quiet", "--out", str(tmp_path / out), "data.path=/nonexistent/crossrec"]) == 2
+    err = capsys.readouterr().err
+    # The output is refused first: the data directory, which does not exist either, is never looked at.
+    assert message in err and ("is a file, not a directory" in err or "File name too long" in err) and "does not exist" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"] and (tmp_path / "a-file").read_text() == "mine\n"
