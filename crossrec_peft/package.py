@@ -686,14 +686,12 @@ def _differences(a: Any, b: Any, prefix: str = "model") -> list[str]:
     return [] if a == b else [f"{prefix} ({b!r} in the config, {a!r} in the parent)"]
 
 
-def init_from_package(model: TwoTowerModel, directory: str | Path, cfg: DictConfig, *, source: str | None = None) -> dict[str, Any]:
-    """Load the package at `directory` into `model` (freshly built from `cfg` with its methods attached) so
-    that training continues from it. The config's model must be the parent's and its backbones the very ones
-    the parent was trained on. `source` is what the user named (an hf:// address the caller resolved).
-    Returns the parent record for the new package's manifest."""
+def check_parent(model: TwoTowerModel, directory: str | Path, cfg: DictConfig, *, source: str | None = None) -> OpenedPackage:
+    """The package at `directory`, opened and checked as an init_from parent of `model` (built from `cfg`): its
+    files, the config's model section against the parent's, and the backbones against the ones it was trained
+    on. No weights are loaded, so a run checks this before it writes into its directory."""
     package = open_package(directory, source=f"init_from={source if source is not None else directory}")
-    manifest = package.manifest
-    diffs = _differences(manifest["model"], OmegaConf.to_container(cfg.model, resolve=True))
+    diffs = _differences(package.manifest["model"], OmegaConf.to_container(cfg.model, resolve=True))
     if diffs:
         raise PackageError(
             f"{package.source}: continued tuning keeps the parent package's model, but the config differs at "
@@ -702,6 +700,17 @@ def init_from_package(model: TwoTowerModel, directory: str | Path, cfg: DictConf
         )
     for name, enc in model.modalities.items():
         package.check_backbone(name, enc.backbone.identity())
+    return package
+
+
+def init_from_package(model: TwoTowerModel, directory: str | Path, cfg: DictConfig, *, source: str | None = None) -> dict[str, Any]:
+    """Load the package at `directory` into `model` (freshly built from `cfg` with its methods attached) so
+    that training continues from it. The config's model must be the parent's and its backbones the very ones
+    the parent was trained on. `source` is what the user named (an hf:// address the caller resolved).
+    Returns the parent record for the new package's manifest."""
+    package = check_parent(model, directory, cfg, source=source)
+    manifest = package.manifest
+    for name, enc in model.modalities.items():
         try:
             enc.method.load_files(enc.backbone, package.method_dir(name))
         except RuntimeError as exc:

@@ -153,7 +153,8 @@ class Recipe(Trainer):
         self.console.print(f"  model: {self.trainable_count:,} trainable of {self.total_count:,} parameters ({share:.2f}%)")
 
     def check_inputs(self) -> None:
-        """The domain's extra metrics and an init_from parent package (files, hashes), before the run starts."""
+        """The domain's extra metrics and an init_from parent package (files, model section, backbones), before the
+        run starts."""
         cfg = self.cfg
         self.domain_metrics = None
         domain = get_domain(cfg.domain)
@@ -161,11 +162,11 @@ class Recipe(Trainer):
             self.domain_metrics, why_not = domain.extra_metrics(self.data, self.split, list(cfg.eval.ks), seed=cfg.seed)
             if self.domain_metrics is None:
                 self.console.print(f"  [yellow]{domain.name} metrics left out[/]: {why_not}")
-        if cfg.init_from:
+        if cfg.init_from:  # files, model section and backbones; the weights load after the run starts
             from .hub import resolve
-            from .package import verify_package
+            from .package import check_parent
 
-            verify_package(resolve(cfg.init_from))
+            check_parent(self.model, resolve(cfg.init_from), cfg, source=cfg.init_from)
 
     def setup_baselines(self) -> None:
         """Every system is evaluated on the same test cases, tie-breaking and sampled negatives (evaluation.py).

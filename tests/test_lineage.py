@@ -94,3 +94,23 @@ def test_init_from_checks_model_and_backbone(chain, tiny_bert, tmp_path):
     cfg = load_config(recipes.path("ecommerce"), overrides(tiny_bert, new, init_from=moved))
     with pytest.raises(PackageError, match=f"init_from={moved}: modality 'text' was trained on backbone '{tiny_bert}', sha256 000000000000…"):
         init_from_package(build_model(cfg.model), cfg.init_from, cfg)
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["new-dir", "unfinished-run-dir"])
+def test_a_parent_that_does_not_fit_is_refused_before_the_run_dir_is_written(chain, tiny_bert, tmp_path, earlier):
+    """The model section is compared with the parent's when the inputs are checked, not after the run started:
+    a refused init_from leaves no run directory, and an earlier unfinished run's files as they were."""
+    root, _, new, _, _ = chain
+    out = tmp_path / "run"
+    if earlier:
+        out.mkdir()
+        (out / "config.yaml").write_text("name: shop\nmodel:\n  head_rank: 4\ntrain:\n  epochs: 1\n")
+        (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    before = {p.name: p.read_bytes() for p in out.iterdir()} if earlier else None
+    cfg = load_config(recipes.path("ecommerce"), overrides(tiny_bert, new, init_from=root / "v1" / "adapter", **{"model.head_rank": 8}))
+    with pytest.raises(PackageError, match="config differs at model.head_rank"):
+        run(cfg, out, progress=False, summary=False)
+    if earlier:
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    else:
+        assert not out.exists()
