@@ -164,11 +164,17 @@ def read_state(directory: Path, cfg: DictConfig, num_processes: int) -> dict[str
         raise CheckpointError(f"{directory}: {STATE_FILE} is missing, so this is not a complete checkpoint.")
     try:
         state = json.loads(state_path.read_text())
-        files = state["files"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise CheckpointError(f"{state_path}: cannot be read ({type(exc).__name__}: {exc}). The checkpoint is corrupt.") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{state_path}: holds a JSON {type(state).__name__}, not an object. The checkpoint is corrupt.")
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{state_path}: checkpoint format {state.get('format')!r}, this version reads format {FORMAT}.")
+    _check_own_keys(state_path, state)
+    from .train_state import TrainState  # (train_state imports this module)
+
+    TrainState.check(state, str(state_path))  # before the run writes anything: a bad state changes nothing
+    files = state["files"]
     for name, digest in files.items():
         path = directory / name
         if not path.is_file():
@@ -190,6 +196,29 @@ def read_state(directory: Path, cfg: DictConfig, num_processes: int) -> dict[str
             f"{shown}{more}. Resume with the run's own config ({directory.parent.parent / 'config.yaml'}) or start a new run directory."
         )
     return state
+
+
+def _check_own_keys(state_path: Path, state: dict[str, Any]) -> None:
+    """The checkpoint's own keys of trainer_state.json (beside TrainState's), with the types `write` gives them."""
+
+    def bad(key: str, wanted: str) -> CheckpointError:
+        found = "missing" if key not in state else f"a JSON {type(state[key]).__name__} ({_short(state[key])})"
+        return CheckpointError(f"{state_path}: key '{key}' must be {wanted}, but it is {found}. The checkpoint is corrupt or was edited.")
+
+    files = state.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise bad("files", "an object mapping file names to sha256 digests")
+    for key in ("num_processes", "step"):
+        value = state.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "num_processes" else 0):
+            raise bad(key, "a positive integer" if key == "num_processes" else "a non-negative integer")
+    if not isinstance(state.get("fingerprint", {}), dict):
+        raise bad("fingerprint", "an object")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def find_resumable(run_dir: Path, cfg: DictConfig, num_processes: int) -> tuple[Path, dict[str, Any]]:

@@ -338,7 +338,39 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     for system, values in metrics.items():
         if not isinstance(values, dict) or not all(isinstance(v, (int, float)) for v in values.values()):
             raise DataError(f"{path}: field 'metrics.{system}' must map metric names to numbers.")
+    _check_cold_start(path, report.get("cold_start"))
     return report
+
+
+def _check_cold_start(path: Path, cold: Any) -> None:
+    """The optional 'cold_start' section, as the comparison table reads it: an object whose 'metrics' (when
+    present) maps system names to {metric: number}. Anything else is a DataError naming the file and field."""
+    if cold is None:
+        return
+    if not isinstance(cold, dict):
+        raise DataError(
+            f"{path}: field 'cold_start' must be an object (with 'cases' and 'metrics'), not {type(cold).__name__} "
+            f"{_short_json(cold)}; this report.json was edited or not written by crossrec-peft."
+        )
+    metrics = cold.get("metrics")
+    if metrics is None:
+        return
+    if not isinstance(metrics, dict):
+        raise DataError(
+            f"{path}: field 'cold_start.metrics' must map system names to metrics, not {type(metrics).__name__} "
+            f"{_short_json(metrics)}; this report.json was edited or not written by crossrec-peft."
+        )
+    for system, values in metrics.items():
+        if not isinstance(values, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
+            raise DataError(
+                f"{path}: field 'cold_start.metrics.{system}' must map metric names to numbers, not "
+                f"{_short_json(values)}; this report.json was edited or not written by crossrec-peft."
+            )
+
+
+def _short_json(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def comparison_rows(reports: Sequence[dict[str, Any]], labels: Sequence[str]) -> tuple[list[str], list[list[str]]]:

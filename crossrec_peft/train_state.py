@@ -37,11 +37,64 @@ class TrainState:
     @classmethod
     def from_dict(cls, saved: Mapping[str, Any], source: str = "checkpoint") -> "TrainState":
         """The state from a checkpoint's trainer_state.json (its other keys are the checkpoint's own)."""
+        cls.check(saved, source)
+        return cls(**{n: saved[n] for n in [f.name for f in dataclasses.fields(cls)]})
+
+    @classmethod
+    def check(cls, saved: Mapping[str, Any], source: str = "checkpoint") -> None:
+        """CheckpointError naming `source` and the key when a field is missing or of the wrong JSON type."""
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [n for n in names if n not in saved]
         if missing:
             raise CheckpointError(f"{source}: the trainer state lacks {', '.join(missing)}; the checkpoint is incomplete.")
-        return cls(**{n: saved[n] for n in names})
+        for name in names:
+            wanted, ok = _TYPES[name]
+            if not ok(saved[name]):
+                raise CheckpointError(
+                    f"{source}: key '{name}' must be {wanted}, but it is a JSON {type(saved[name]).__name__} "
+                    f"({_short(saved[name])}). The checkpoint is corrupt or was edited."
+                )
+
+
+def _int(minimum: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and _number(x) for k, x in v.items())
+
+
+def _dicts(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, dict) for x in v)
+
+
+_TYPES = {
+    "epoch": ("an integer of at least 1", _int(1)),
+    "batch": ("a non-negative integer", _int(0)),
+    "step": ("a non-negative integer", _int(0)),
+    "loss_sum": ("a number", _number),
+    "loss_batches": ("a non-negative integer", _int(0)),
+    "best_score": ("a number or null", lambda v: v is None or _number(v)),
+    "best_epoch": ("a non-negative integer", _int(0)),
+    "best_validation": ("an object mapping metric names to numbers", _numbers),
+    "bad_epochs": ("a non-negative integer", _int(0)),
+    "history": ("a list of objects", _dicts),
+    "records": ("a list of objects", _dicts),
+    "done": ("true or false", lambda v: isinstance(v, bool)),
+    "pending": ("an object mapping names to numbers", _numbers),
+    "pending_batches": ("a non-negative integer", _int(0)),
+}
+
+
+def _short(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass

@@ -170,29 +170,40 @@ def default_cache_root(configured: str | None = None) -> Path:
 
 
 def describe(root: Path) -> list[dict[str, Any]]:
-    """One entry per cache directory under `root`: its settings, items, shards and size (for `cache info`)."""
+    """One entry per directory under `root`/layers: its settings, items, shards and size (for `cache info`).
+    `cache` says whether it is a layer cache at all (holds an index.json, the marker `ShardStore` writes);
+    `problem` says why one cannot be read (no index.json, invalid JSON, an index of the wrong layout)."""
     import json
+
+    from .store import INDEX, index_problem
 
     out = []
     base = layer_root(root)
     if not base.is_dir():
         return out
     for directory in sorted(p for p in base.iterdir() if p.is_dir()):
-        index_path = directory / "index.json"
-        entry: dict[str, Any] = {"path": str(directory), "name": directory.name}
+        index_path = directory / INDEX
+        entry: dict[str, Any] = {"path": str(directory), "name": directory.name, "cache": index_path.is_file()}
         try:
             index = json.loads(index_path.read_text())
-        except (OSError, ValueError):
-            entry.update(items=0, shards=0, bytes=_dir_bytes(directory), problem="no readable index.json")
+            problem = index_problem(index)
+        except (OSError, ValueError) as exc:
+            index, problem = None, ("no index.json, not a layer cache" if not entry["cache"] else f"unreadable index.json ({exc})")
+        if problem:
+            if entry["cache"] and not problem.startswith("unreadable"):
+                problem = f"unreadable index.json ({problem})"
+            entry.update(items=0, shards=0, bytes=_dir_bytes(directory), problem=problem)
             out.append(entry)
             continue
         shards = index.get("shards", [])
-        backbone = index.get("settings", {}).get("backbone", {})
+        settings = index.get("settings", {})
+        backbone = settings.get("backbone") if isinstance(settings.get("backbone"), dict) else {}
+        identity = backbone.get("identity") if isinstance(backbone.get("identity"), dict) else {}
         entry.update(
             format=index.get("format"),
-            backbone=(backbone.get("identity") or {}).get("id"),
-            keep=index.get("settings", {}).get("keep"),
-            dtype=index.get("settings", {}).get("dtype"),
+            backbone=identity.get("id"),
+            keep=settings.get("keep") if isinstance(settings.get("keep"), dict) else None,
+            dtype=settings.get("dtype"),
             items=sum(len(s["items"]) for s in shards),
             shards=len(shards),
             bytes=_dir_bytes(directory),

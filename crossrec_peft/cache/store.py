@@ -32,6 +32,32 @@ INDEX = "index.json"
 log = logging.getLogger(__name__)
 
 
+def index_problem(index: Any) -> str | None:
+    """Why a parsed index.json does not have the layout `_write_index` writes (in words), or None. A cache
+    whose index fails this is never read: `open` rebuilds it, `cache info` lists it as unreadable."""
+    if not isinstance(index, dict):
+        return f"the index is a JSON {type(index).__name__}, not an object"
+    for key, kind in (("settings", dict), ("fields", dict), ("shards", list)):
+        if key in index and not isinstance(index[key], kind):
+            return f"'{key}' is a JSON {type(index[key]).__name__}, not {'an object' if kind is dict else 'a list'}"
+    for name, field in index.get("fields", {}).items():
+        if not isinstance(field, dict) or not isinstance(field.get("shape"), list) or not isinstance(field.get("dtype"), str):
+            return f"'fields.{name}' is not {{\"shape\": [...], \"dtype\": \"...\"}}"
+    for i, shard in enumerate(index.get("shards", [])):
+        if not isinstance(shard, dict):
+            return f"'shards[{i}]' is not an object"
+        if not isinstance(shard.get("name"), str):
+            return f"'shards[{i}].name' is missing or not a string"
+        if not isinstance(shard.get("items"), list):
+            return f"'shards[{i}].items' is missing or not a list"
+        files = shard.get("files")
+        if not isinstance(files, dict) or not all(
+            isinstance(f, dict) and isinstance(f.get("bytes"), int) and isinstance(f.get("sha256"), str) for f in files.values()
+        ):
+            return f"'shards[{i}].files' is missing or not {{field: {{\"bytes\": int, \"sha256\": str}}}}"
+    return None
+
+
 @dataclass
 class Shard:
     name: str
@@ -78,6 +104,9 @@ class ShardStore:
             index = json.loads(index_path.read_text())
         except (OSError, ValueError) as exc:
             return self._clear(f"its index {index_path} is unreadable ({exc})")
+        malformed = index_problem(index)
+        if malformed:
+            return self._clear(f"its index {index_path} is malformed ({malformed})")
         if index.get("format") != FORMAT_VERSION:
             return self._clear(f"it has format version {index.get('format')}, this crossrec-peft writes {FORMAT_VERSION}")
         why = _difference(index.get("settings", {}), self.settings)

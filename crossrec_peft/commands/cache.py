@@ -22,9 +22,23 @@ def run(args) -> None:
 
 
 def _root(args, configured: str | None = None):
-    from ..data.source import cache_root
+    """The cache root; one that exists but is not a directory (or whose layers/ is not) is the user's mistake,
+    named by where it came from (--cache-dir, data.cache_dir or $CROSSREC_PEFT_CACHE)."""
+    import os
 
-    return cache_root(args.cache_dir or configured)
+    from ..data.source import cache_root
+    from ..errors import ConfigError
+
+    root = cache_root(args.cache_dir or configured)
+    source = "--cache-dir" if args.cache_dir else "data.cache_dir" if configured else (
+        "$CROSSREC_PEFT_CACHE" if os.environ.get("CROSSREC_PEFT_CACHE") else "the default cache root")
+    for path in (root, root / "layers"):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(
+                f"{source} {root}: {path} is a file, not a directory, so it holds no layer caches. "
+                "Point --cache-dir (or $CROSSREC_PEFT_CACHE) at the cache directory itself."
+            )
+    return root
 
 
 def _build(args) -> None:
@@ -77,31 +91,49 @@ def _info(args, configured: str | None = None) -> None:
         return
     for e in entries:
         keep = e.get("keep") or {}
-        what = keep.get("kind", "?") + (f"@{keep['start']}" if "start" in keep else "")
+        what = str(keep.get("kind", "?")) + (f"@{keep['start']}" if "start" in keep else "")
         problem = f"  [{e['problem']}]" if e.get("problem") else ""
         print(f"{e['name']}: {e.get('backbone')} {what} {e.get('dtype')}, {e['items']:,} items in {e['shards']} shards, {e['bytes'] / 2**20:,.1f} MiB{problem}")
     print(f"total {sum(e['bytes'] for e in entries) / 2**20:,.1f} MiB under {root / 'layers'}")
 
 
 def _clear(args) -> None:
+    """Delete layer caches: the named ones, else every one. Only directories holding an index.json (the marker
+    the cache writes) are caches; other folders under layers/ are left alone and listed. Named caches are all
+    checked before anything is deleted, so a refused command removes nothing."""
     import shutil
 
     from ..cache import describe, layer_root
     from ..errors import ConfigError
 
     root = _root(args)
+    base = layer_root(root)
     entries = {e["name"]: e for e in describe(root)}
-    names = list(args.args) or list(entries)
-    unknown = [n for n in names if n not in entries]
-    if unknown:
-        from ..errors import did_you_mean
+    caches = [n for n, e in entries.items() if e.get("cache")]
+    if args.args:
+        names = list(dict.fromkeys(args.args))
+        unknown = [n for n in names if n not in entries]
+        if unknown:
+            from ..errors import did_you_mean
 
-        raise ConfigError(
-            f"No layer cache named '{unknown[0]}' under {layer_root(root)}.{did_you_mean(unknown[0], entries)} "
-            "List them with `crossrec-peft cache info`."
-        )
+            raise ConfigError(
+                f"No layer cache named '{unknown[0]}' under {base}.{did_you_mean(unknown[0], caches)} "
+                "List them with `crossrec-peft cache info`."
+            )
+        foreign = [n for n in names if not entries[n].get("cache")]
+        if foreign:
+            raise ConfigError(
+                f"{base / foreign[0]} is not a layer cache (it holds no index.json), so `cache clear` does not delete "
+                "it; nothing was removed. Delete it by hand if it is really meant to go."
+            )
+        skipped: list[str] = []
+    else:
+        names = caches
+        skipped = [n for n, e in entries.items() if not e.get("cache")]
     freed = 0
     for name in names:
         freed += entries[name]["bytes"]
-        shutil.rmtree(layer_root(root) / name)
-    print(f"removed {len(names)} layer cache(s), {freed / 2**20:,.1f} MiB, from {layer_root(root)}")
+        shutil.rmtree(base / name)
+    print(f"removed {len(names)} layer cache(s), {freed / 2**20:,.1f} MiB, from {base}")
+    if skipped:
+        print(f"left alone {len(skipped)} folder(s) that are not layer caches (no index.json): {', '.join(skipped)}")
