@@ -88,6 +88,13 @@ def parse_space(space: Mapping[str, Any]) -> list[Dimension]:
             choices = spec.get("choices")
             if not isinstance(choices, Sequence) or isinstance(choices, str) or len(choices) < 2:
                 raise ConfigError(f"{where}: 'choices' must list at least two values.")
+            # Optuna stores a choice as JSON and compares it by value: only scalars survive the round trip.
+            bad = [c for c in choices if c is not None and not isinstance(c, (bool, int, float, str))]
+            if bad:
+                raise ConfigError(
+                    f"{where}: choices must be numbers, strings, booleans or null, got {bad[0]!r}. To search over "
+                    "a structured setting, list one of its scalar keys instead (for example model.user_encoder.name)."
+                )
             dims.append(Dimension(key, kind, choices=tuple(choices)))
             continue
         low, high = spec.get("low"), spec.get("high")
@@ -99,6 +106,12 @@ def parse_space(space: Mapping[str, Any]) -> list[Dimension]:
         step = spec.get("step")
         if step is not None and (log or not isinstance(step, (int, float)) or step <= 0):
             raise ConfigError(f"{where}: 'step' must be a positive number, and cannot go with log: true.")
+        if kind == "int":
+            integral = lambda v: isinstance(v, int) or (isinstance(v, float) and v.is_integer())  # noqa: E731
+            if not integral(low) or not integral(high):
+                raise ConfigError(f"{where}: an int range needs whole numbers 'low' and 'high', got low={low!r}, high={high!r}.")
+            if step is not None and (not integral(step) or step < 1):
+                raise ConfigError(f"{where}: an int range needs a whole-number 'step' of at least 1, got step={step!r}.")
         dims.append(Dimension(key, kind, float(low), float(high), log, None if step is None else float(step)))
     return dims
 
@@ -122,6 +135,41 @@ def pruner(sweep: Any):
     import optuna
 
     return optuna.pruners.MedianPruner(n_startup_trials=int(sweep.prune_after_trials), n_warmup_steps=int(sweep.prune_from_epoch))
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_out(out: Path) -> None:
+    """Refuse a sweep directory the sweep would damage, before anything is written: a file, a non-empty
+    directory without a study (the user's own files, or trial directories whose study.db is gone: a new
+    study would reuse their names), a study.db that is not SQLite."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"Sweep directory '{out}' is a file, not a directory: choose another --out DIR.")
+    db = out / "study.db"
+    if db.exists() or db.is_symlink():
+        try:
+            with db.open("rb") as handle:
+                header = handle.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise ConfigError(f"Cannot read the sweep study '{db}': {exc.strerror or exc}. Choose another --out DIR.") from None
+        if not db.is_file() or (header and header != SQLITE_HEADER):
+            raise ConfigError(f"'{db}' is not a sweep study (not an SQLite database): choose another --out DIR, or move that file away.")
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    trials = [n for n in entries if n.startswith("trial-")]
+    if trials:
+        raise ConfigError(
+            f"Sweep directory '{out}' holds trial directories ({', '.join(trials[:3])}{' ...' if len(trials) > 3 else ''}) "
+            "but no study.db, so the sweep cannot continue them: choose another --out DIR, or empty that directory."
+        )
+    if entries:
+        raise ConfigError(
+            f"Sweep directory '{out}' is not empty and holds no sweep study (study.db); the sweep would write over "
+            f"its files ({', '.join(entries[:3])}{' ...' if len(entries) > 3 else ''}): choose another --out DIR, or empty it."
+        )
 
 
 def _storage(directory: Path) -> str:
@@ -166,23 +214,31 @@ def run_sweep(
         )
     check_space(source, overrides, dims, name)
     quiet_libraries()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"Sweep directory '{out}' is a file, not a directory: choose another --out DIR.")
+    check_out(out)
     # The data is loaded and checked once before the study exists: a bad data.path leaves nothing behind
     # (no study directory, no failed trial recorded in an existing study).
     from .data import load_data
 
     load_data(base)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR, not WARNING: Optuna logs a failed (or interrupted) trial at WARNING with its traceback, before
+    # the exception reaches the CLI, which prints it as one paragraph itself.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     out.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=str(base.name),
-        storage=_storage(out),
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=int(base.seed)),
-        pruner=pruner(base.sweep),
-    )
+    try:
+        study = optuna.create_study(
+            study_name=str(base.name),
+            storage=_storage(out),
+            load_if_exists=True,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=int(base.seed)),
+            pruner=pruner(base.sweep),
+        )
+    except Exception as exc:
+        from sqlalchemy.exc import DatabaseError
+
+        if isinstance(exc, DatabaseError):
+            raise ConfigError(f"'{out / 'study.db'}' is not a sweep study Optuna can read ({exc.orig}): choose another --out DIR.") from None
+        raise
     from optuna.trial import TrialState
 
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a previous sweep was killed mid-trial

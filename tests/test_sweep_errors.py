@@ -1,0 +1,145 @@
+"""`crossrec-peft sweep` refuses a user's mistake with one paragraph (exit 2), before anything is written:
+int ranges that are not whole numbers, non-scalar categorical choices, an --out directory that holds
+something other than a sweep study; a failing or interrupted trial prints no Optuna traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from crossrec_peft.cli import main
+from crossrec_peft.errors import ConfigError
+from crossrec_peft.sweep import parse_space
+from tests.test_sweep import sweep_overrides
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ({"type": "int", "low": 4, "high": 12, "step": 0.5}, "whole-number 'step' of at least 1"),
+        ({"type": "int", "low": 4, "high": 12, "step": 1.5}, "whole-number 'step' of at least 1"),
+        ({"type": "int", "low": 4.5, "high": 12}, "whole numbers 'low' and 'high'"),
+        ({"type": "int", "low": 4, "high": 12.7}, "whole numbers 'low' and 'high'"),
+        ({"type": "categorical", "choices": [{"name": "mean"}, {"name": "attention"}]}, "choices must be numbers, strings, booleans or null"),
+        ({"type": "categorical", "choices": [[5, 10, 20], [10, 20]]}, "choices must be numbers, strings, booleans or null"),
+        ({"type": "categorical", "choices": [8, [16]]}, "got [16]"),
+    ],
+)
+def test_space_refuses_fractional_int_ranges_and_non_scalar_choices(spec, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_space({"model.max_history": spec})
+    assert expected in str(err.value) and "'sweep.space.model.max_history'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "spec, low, high, step",
+    [
+        ({"type": "int", "low": 4, "high": 12, "step": 2}, 4, 12, 2),
+        ({"type": "int", "low": 4.0, "high": 12.0, "step": 4.0}, 4, 12, 4),  # YAML 4.0 is a whole number
+        ({"type": "int", "low": 4, "high": 12}, 4, 12, None),
+    ],
+)
+def test_space_accepts_whole_int_ranges(spec, low, high, step):
+    (dim,) = parse_space({"model.max_history": spec})
+    assert (dim.low, dim.high, dim.step) == (low, high, step)
+
+
+@pytest.mark.parametrize("choices", [[0.001, 0.01], ["mean", "attention"], [True, False], [None, "x"]])
+def test_space_accepts_scalar_choices(choices):
+    (dim,) = parse_space({"k": {"type": "categorical", "choices": choices}})
+    assert list(dim.choices) == choices
+
+
+@pytest.mark.parametrize(
+    "space, expected",
+    [
+        ("{model.max_history: {type: int, low: 4, high: 12, step: 0.5}}", "'sweep.space.model.max_history'"),
+        ("{model.max_history: {type: int, low: 4.5, high: 12}}", "whole numbers"),
+        ("{model.user_encoder: {type: categorical, choices: [{name: mean}, {name: attention}]}}", "'sweep.space.model.user_encoder'"),
+        ("{eval.ks: {type: categorical, choices: [[5, 10], [10, 20]]}}", "'sweep.space.eval.ks'"),
+    ],
+)
+def test_sweep_command_refuses_bad_space_and_writes_nothing(tmp_path, capsys, space, expected):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "ecommerce", f"sweep.space={space}", "--trials", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.startswith("error: ") and "Traceback" not in err
+    assert not out.exists()
+
+
+def _user_files(out):
+    (out / "sweep.json").write_text('{"mine": true}\n')
+
+
+def _orphan_trials(out):
+    (out / "trial-000").mkdir()
+    (out / "trial-000" / "report.json").write_text("{}\n")
+
+
+def _not_sqlite(out):
+    (out / "study.db").write_text("my notes, not a database\n")
+
+
+def _corrupt_sqlite(out):
+    (out / "study.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (_user_files, "is not empty and holds no sweep study (study.db)"),
+        (_orphan_trials, "holds trial directories (trial-000) but no study.db"),
+        (_not_sqlite, "study.db' is not a sweep study"),
+        (_corrupt_sqlite, "study.db' is not a sweep study"),
+    ],
+)
+def test_sweep_refuses_an_out_dir_without_a_usable_study(tiny_bert, tmp_path, capsys, make, expected):
+    out = tmp_path / "mine"
+    out.mkdir()
+    make(out)
+    before = {p.relative_to(out): (p.read_bytes() if p.is_file() else None) for p in out.rglob("*")}
+    assert main(["sweep", "ecommerce", *sweep_overrides(tiny_bert), "--trials", "1", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "choose another --out" in err and "Traceback" not in err and "internal error" not in err
+    after = {p.relative_to(out): (p.read_bytes() if p.is_file() else None) for p in out.rglob("*")}
+    assert after == before  # nothing of the user's changed, no study created
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.mark.parametrize(
+    "raised, extra, code, expected",
+    [
+        # Raised where the trial runs: the sweep's space samples the learning rate and the rest, so a setting
+        # that fails for real cannot be pinned from the command line; a signal cannot be sent to this process.
+        (ConfigError("the trial's own mistake"), [], 2, "error: the trial's own mistake"),
+        (KeyboardInterrupt(), [], 130, "interrupted"),
+    ],
+    ids=["failed", "interrupted"],
+)
+def test_a_failing_or_interrupted_trial_prints_one_paragraph(tiny_bert, tmp_path, capsys, monkeypatch, raised, extra, code, expected):
+    import crossrec_peft.pipeline as pipeline
+
+    def failing_run(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(pipeline, "run", failing_run)
+    optuna_log = logging.getLogger("optuna")
+    records = _Records()
+    optuna_log.addHandler(records)
+    try:
+        out = tmp_path / "sweep"
+        assert main(["sweep", "ecommerce", *sweep_overrides(tiny_bert), *extra, "--trials", "1", "--out", str(out), "--quiet"]) == code
+    finally:
+        optuna_log.removeHandler(records)
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not [r for r in records.records if r.levelno >= logging.WARNING], "Optuna logged the failed trial (with its traceback)"
