@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import CrossrecError
+from .errors import CheckpointError, CrossrecError  # CheckpointError re-exported: where it was defined before
 from .fsutil import make_public, sha256
 
 FORMAT = 1
@@ -44,10 +44,6 @@ PREFIX = "step-"
 RESUMABLE_CHANGES = {
     "train.resume", "train.keep_checkpoints", "train.checkpoint_every", "train.log_every", "train.eval_batch_size",
 }
-
-
-class CheckpointError(CrossrecError):
-    """A checkpoint is missing, corrupt, or was written by a run that this one cannot continue."""
 
 
 def fingerprint(cfg: DictConfig) -> dict[str, Any]:

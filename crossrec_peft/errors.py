@@ -29,6 +29,10 @@ class PackageError(CrossrecError):
     """An adapter package is missing files, was tampered with, or does not fit the backbone."""
 
 
+class CheckpointError(CrossrecError):
+    """A checkpoint is missing, corrupt, or was written by a run that this one cannot continue (checkpoint.py)."""
+
+
 class OutputError(CrossrecError):
     """An output path cannot be written: under a file, without permission, a name the file system refuses."""
 

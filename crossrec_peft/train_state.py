@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .checkpoint import CheckpointError
+from .errors import CheckpointError
 
 
 @dataclass
