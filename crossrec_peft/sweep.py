@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
+from .fsutil import check_can_create
 
 TYPES = ("float", "int", "categorical")
 # What every trial runs without: nothing to export, no baselines (the trials are compared with each other), and
@@ -144,10 +145,11 @@ def check_out(out: Path) -> None:
     """Refuse a sweep directory the sweep would damage, before anything is written: a file, a non-empty
     directory without a study (the user's own files, or trial directories whose study.db is gone: a new
     study would reuse their names), a study.db that is not SQLite."""
+    if out.is_file():
+        raise ConfigError(f"Sweep directory '{out}' is a file, not a directory: choose another --out DIR.")
+    check_can_create(out)  # under a file, or a name the file system refuses
     if not out.exists():
         return
-    if not out.is_dir():
-        raise ConfigError(f"Sweep directory '{out}' is a file, not a directory: choose another --out DIR.")
     db = out / "study.db"
     if db.exists() or db.is_symlink():
         try:

@@ -143,3 +143,12 @@ def test_a_failing_or_interrupted_trial_prints_one_paragraph(tiny_bert, tmp_path
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
     assert not [r for r in records.records if r.levelno >= logging.WARNING], "Optuna logged the failed trial (with its traceback)"
+
+
+def test_an_out_under_a_file_is_refused_before_anything_is_written(tiny_bert, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("mine\n")
+    out = tmp_path / "a-file" / "sweep"
+    assert main(["sweep", "ecommerce", *sweep_overrides(tiny_bert), "--trials", "1", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot create" in err and "is a file, not a directory" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"] and (tmp_path / "a-file").read_text() == "mine\n"
