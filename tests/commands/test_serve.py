@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 from crossrec_peft.cli import main
 from tests._packages import make_package
 from tests.conftest import small_layout
-from tests.serve.live import free_port
+from tests.serve.live import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,16 +36,7 @@ def test_serve_answers_and_exits_0_on_sigterm(package, tmp_path):
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "not ready in time"
-            time.sleep(0.2)
+        wait_ready(proc, port)
         r = httpx.post(f"http://127.0.0.1:{port}/v1/recommend", json={"domain": "shop", "history": ["i1", "i2"], "k": 3, "explain": True})
         assert r.status_code == 200 and len(r.json()["items"]) == 3 and r.json()["items"][0]["explanation"]["method"] == "exact"
         proc.send_signal(signal.SIGTERM)

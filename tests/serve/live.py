@@ -16,6 +16,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(proc, port: int, timeout: float = 300) -> None:
+    """Wait until a `crossrec-peft serve` subprocess answers /readyz on `port`; the test fails with its
+    stderr if it exits first, or once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "not ready in time"
+        time.sleep(0.2)
+
+
 class LiveServer:
     def __init__(self, app):
         import uvicorn

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from crossrec_peft.serve import create_app
 from crossrec_peft.serve.settings import Settings
 from tests._packages import make_package, write_manifest
 from tests.conftest import small_layout
-from tests.serve.live import free_port, serving
+from tests.serve.live import free_port, serving, wait_ready
 
 TOKEN = "s3cret-token"
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,16 +189,7 @@ def test_serve_loads_name_equals_package_as_the_advice_says(packages, capsys, tm
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "not ready in time"
-            time.sleep(0.2)
+        wait_ready(proc, port)
         domains = httpx.get(f"http://127.0.0.1:{port}/v1/domains").json()["domains"]
         r = httpx.post(f"http://127.0.0.1:{port}/v1/recommend", json={"domain": "other", "history": HISTORY, "k": 3}, timeout=60)
         proc.send_signal(signal.SIGTERM)
