@@ -644,9 +644,10 @@ def check_device(device: str | torch.device, what: str = "device") -> torch.devi
 
 def _peft_load_error(package: Any, modality: str, backbone: SharedBackbone, exc: Exception) -> PackageError | None:
     """A shared backbone's failed peft load as the PackageError that says what the user needs: which file and key
-    when peft found no target module, the size-mismatch lines of torch's error (routing.py keeps only its first
-    line, which names no tensor) when the weights do not fit. The cause is `exc` itself or, when routing.py
-    already turned it into a PackageError, that one's context. None: nothing better to say than `exc`."""
+    when peft found no target module, the size-mismatch line with the modality and the backbone the package was
+    trained on when the weights do not fit (routing.py's message names only the directory and the backbone).
+    The cause is `exc` itself or, when routing.py already turned it into a PackageError, that one's context.
+    None: nothing better to say than `exc`."""
     from peft.utils.error import NoMatchingPeftModuleError
 
     from .package import _peft_shape_error
