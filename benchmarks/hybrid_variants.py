@@ -12,7 +12,8 @@ term of their nearest items (`borrow_weight`). This script ranks a grid of varia
   asymmetric cosine, C_ij / (n_i^a n_j^(1-a)) from history item i to candidate j: a above 0.5 discounts
   popular history items, below it popular candidates), `iuf:a` (each user's co-occurrences weighted
   1 / |user|^a before the cosine: long histories say less per pair), `rp3:b` (RP3beta, Paudel et al. 2017:
-  P(user | i) P(j | user) / n_j^b) and `pow:p` (the cosine to the power p: p above 1 sharpens);
+  P(user | i) P(j | user) / n_j^b), `pow:p` (the cosine to the power p: p above 1 sharpens) and `ease:l` (EASE,
+  Steck 2019, with L2 weight l: a dense solve over the items bought in training);
 - the vectors never-bought items borrow by (`--borrow-from`): the model's item vectors (the product's), the
   untuned backbone's, or both concatenated.
 - users' neighbours as a third term (`--users K ...`): each case's K training users of highest overlap with
@@ -97,7 +98,26 @@ def similarity_matrix(spec: str, x: sp.csr_matrix) -> sp.csr_matrix:
         table = (sp.diags(n**-0.5) @ counts @ sp.diags(n**-0.5)).tocsr()
         table.data = table.data**a
         return table
-    raise SystemExit(f"--similarities: unknown kind '{kind}' in '{spec}' (cosine, shrink:h, asym:a, iuf:a, rp3:b, pow:p)")
+    if kind == "ease":
+        return ease(x, a)
+    raise SystemExit(f"--similarities: unknown kind '{kind}' in '{spec}' (cosine, shrink:h, asym:a, iuf:a, rp3:b, pow:p, ease:l)")
+
+
+def ease(x: sp.csr_matrix, l2: float, per_item: int = 200) -> sp.csr_matrix:
+    """EASE (Steck 2019): B = I - P / diag(P) with P = (X^T X + l2 I)^-1, over the items bought in training,
+    each row's `per_item` largest entries kept (the dense [n, n] solve is the cost: n^3 for n bought items)."""
+    bought = np.flatnonzero(np.asarray(x.sum(0)).ravel() > 0)
+    sub = x[:, bought]
+    gram = torch.as_tensor((sub.T @ sub).toarray(), dtype=torch.float32)
+    gram.diagonal().add_(l2)
+    p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+    del gram
+    b = p / (-p.diagonal()).unsqueeze(0)
+    b.fill_diagonal_(0.0)
+    values, columns = torch.topk(b, per_item, dim=1)
+    del p, b
+    rows = np.repeat(bought, per_item)
+    return sp.csr_matrix((values.numpy().ravel(), (rows, bought[columns.numpy().ravel()])), shape=(x.shape[1], x.shape[1]))
 
 
 def top_neighbours(table: sp.spmatrix, per_item: int) -> sp.csr_matrix:
@@ -229,7 +249,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished recipe run directory (config.yaml, adapter/)")
     parser.add_argument("--decays", type=float, nargs="+", default=[1.0, 0.8])
-    parser.add_argument("--similarities", nargs="+", default=["cosine", "shrink:10"], help="cosine, shrink:h, asym:a, iuf:a, rp3:b, pow:p")
+    parser.add_argument("--similarities", nargs="+", default=["cosine", "shrink:10"], help="cosine, shrink:h, asym:a, iuf:a, rp3:b, pow:p, ease:l")
     parser.add_argument("--borrow-from", nargs="+", choices=["model", "untuned", "both"], default=["model"],
                         help="the item vectors never-bought items borrow by")
     parser.add_argument("--borrow-weights", type=float, nargs="+", default=[0.0, 2.0])
