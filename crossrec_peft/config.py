@@ -209,6 +209,28 @@ def _kind(value: Any) -> str:
     return "a single value"
 
 
+def _merge_layer(current: DictConfig, given: DictConfig, source: str) -> DictConfig:
+    """A recipe file, or one command-line override, merged onto `current` (the schema, or the config so far).
+    `model.modalities.NAME: null` (`model.modalities.NAME=null` on the command line) leaves modality NAME out:
+    it is dropped from what `current` holds. One that `current` lacks is refused as a likely typo, unless
+    `current` has no modality yet (a recipe file, merged onto the schema: its null only says NAME is absent)."""
+    given_dict = OmegaConf.to_container(given, resolve=False)
+    model = given_dict.get("model")
+    modalities = model.get("modalities") if isinstance(model, dict) else None
+    dropped = [name for name, value in modalities.items() if value is None] if isinstance(modalities, dict) else []
+    if not dropped:
+        return _merge_checked(current, given, source)
+    have = list(current.model.modalities)
+    for name in dropped:
+        if have and name not in have:
+            raise ConfigError(f"{source}: there is no modality '{name}' to drop.{did_you_mean(str(name), have)} Modalities: {', '.join(have)}.")
+        del modalities[name]
+    merged = _merge_checked(current, OmegaConf.create(given_dict), source)
+    for name in dropped:
+        merged.model.modalities.pop(name, None)
+    return merged
+
+
 def _merge_checked(current: DictConfig, given: DictConfig, source: str) -> DictConfig:
     """OmegaConf.merge(current, given), after checking that every key of `given` (a recipe file or one override)
     has the form `current` (the schema, or the config so far) holds there: a ConfigError names the first key
@@ -284,7 +306,7 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
             user = OmegaConf.create(dict(source))
         if not isinstance(user, DictConfig):
             raise ConfigError(f"{label}: a config must be a YAML mapping, got {type(user).__name__}.")
-        cfg = _merge_checked(schema, user, label)
+        cfg = _merge_layer(schema, user, label)
     except OmegaConfBaseException as exc:
         raise _explain(exc, label, schema) from None
     except Exception as exc:  # YAML syntax errors and the like
@@ -299,19 +321,11 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
         # (merging would keep the old component's options, which the new one may not accept).
         # `...method={name: bottleneck, kind: houlsby}` likewise replaces it when the name changes, and sets
         # options of the same component when it does not.
-        # `model.modalities.image=null` drops a modality (a catalog without images, such as MovieLens).
-        replaced, rest, dropped = [], [], []
+        # `model.modalities.image=null` drops a modality (a catalog without images, such as MovieLens), as
+        # `image: null` does in a recipe file: both through _merge_layer.
+        replaced, rest = [], []
         for item in overrides:
             key, _, value = item.partition("=")
-            parts = key.split(".")
-            if len(parts) == 3 and parts[:2] == ["model", "modalities"] and value.strip() in ("null", "~"):
-                if parts[2] not in cfg.model.modalities:
-                    raise ConfigError(
-                        f"Override '{item}': there is no modality '{parts[2]}' to drop."
-                        f"{did_you_mean(parts[2], list(cfg.model.modalities))} Modalities: {', '.join(cfg.model.modalities)}."
-                    )
-                dropped.append(parts[2])
-                continue
             if key == "sweep.space":  # a whole search space replaces the recipe's (merged, it would keep
                 # OmegaConf's own YAML reading: 1e-4 is a float there, a string to plain YAML 1.1
                 parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"space={value}"]))["space"]
@@ -335,11 +349,9 @@ def load_config(source: Mapping | str | Path, overrides: list[str] | None = None
         for key, value in rest:  # one at a time, so that an error names the override that caused it
             where = f"command-line override '{key}={value}'"
             try:
-                cfg = _merge_checked(cfg, OmegaConf.from_dotlist([f"{key}={value}"]), where)
+                cfg = _merge_layer(cfg, OmegaConf.from_dotlist([f"{key}={value}"]), where)
             except OmegaConfBaseException as exc:
                 raise _explain(exc, where, schema) from None
-        for modality in dropped:
-            cfg.model.modalities.pop(modality, None)
     if name is not None and cfg.name == "run":
         cfg.name = name
     validate(cfg)

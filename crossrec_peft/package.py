@@ -27,22 +27,23 @@ import inspect
 import json
 import platform
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 from .backbones.base import CatalogTable
-from .errors import ConfigError, PackageError, named
+from .errors import ConfigError, PackageError
 from .fsutil import atomic_directory, make_public, save_safetensors, sha256
 from .hybrid import FILE as HYBRID_FILE
 from .hybrid import HybridChoice, HybridRanking, Neighbours
 from .manifest import canonical_sha256, check_listing, check_peft_configs, check_safetensors, check_schema, check_sealed
-from .methods.base import Storage
-from .methods.peft_methods import PEFT_WEIGHTS  # peft's weight file name, said once
+from .methods.base import Method, Storage
+from .methods.peft_methods import PEFT_WEIGHTS, adapter_tensors, check_peft_tensors  # peft's weight file name, said once
 from .model.build import build_model
 from .model.heads import build_head
 from .model.two_tower import TwoTowerModel
@@ -565,33 +566,12 @@ def assign_weights(model: TwoTowerModel, state: dict[str, torch.Tensor], directo
         table.weights_loaded()
 
 
-def _peft_shape_error(directory: Path, name: str, recorded: dict, backbone, exc: Exception) -> PackageError:
-    lines = str(exc).splitlines() or [""]
-    detail = next((line.strip() for line in lines if "size mismatch" in line), lines[0])
-    return PackageError(
-        f"{directory}: the peft weights of modality '{name}' (trained on backbone {_describe(recorded)}) do not fit "
-        f"the backbone {_describe(backbone.identity())}: {detail[:300]} Shapes must match; "
-        "there is no way to force this."
-    )
-
-
-def check_peft_tensors(path: Path, peft_model: Any, adapter: str) -> None:
-    """Refuse a peft weight file that lacks tensors of the adapter peft built from its config: peft only warns
-    and leaves those at their initial values, which silently changes the scores."""
-    from peft import PeftModel, get_peft_model_state_dict
-    from safetensors import safe_open
-
-    if not isinstance(peft_model, PeftModel) or adapter not in peft_model.peft_config:
-        return  # the method put its files on the backbone another way (IA3's routed hooks read the file's names)
-    expected = get_peft_model_state_dict(peft_model, adapter_name=adapter, save_embedding_layers=False)
-    with safe_open(str(path), framework="pt") as fh:  # opened by verify_files already: only its names are read
-        present = set(fh.keys())
-    missing = [name for name in expected if name not in present]
-    if missing:
-        raise PackageError(
-            f"{path}: {len(missing)} tensor(s) of the peft adapter are missing: {named(missing, 5)}. peft would leave "
-            "them at their initial values, so the package is refused; re-export it."
-        )
+def _misfit_line(exc: Exception) -> str:
+    """The line of a failed load that says what does not fit: torch's first line ("Error(s) in loading
+    state_dict for PeftModel:") names no tensor; its "size mismatch for NAME: ... shape A ... shape B" does.
+    The first line when there is none."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return next((line.strip() for line in lines if "size mismatch" in line), lines[0].strip())[:300]
 
 
 @dataclass
@@ -615,17 +595,36 @@ class OpenedPackage:
 
     def load_method(self, model: TwoTowerModel, modality: str, *, trainable: bool = False) -> None:
         """Rebuild the modality's method on its (fresh) backbone from the package."""
+        enc = model.modalities[modality]
+        with self.loading(modality, enc.method, enc.backbone.identity()):
+            enc.method.load(enc.backbone, self.method_dir(modality), trainable=trainable)
+        if enc.method.storage is Storage.PEFT:
+            check_peft_tensors(self.method_dir(modality) / PEFT_WEIGHTS, adapter_tensors(enc.backbone.model, "default"))
+
+    @contextmanager
+    def loading(self, modality: str, method: Method, identity: Mapping[str, Any]) -> Iterator[None]:
+        """Around a load of the modality's method (its files) onto the backbone `identity` describes: a failure
+        becomes the PackageError that says what the user needs. The one conversion for every load path
+        (load_method, init_from_package, the Recommender's shared backbones), so each says the same.
+        peft found no target module: the config file and its key. The weights do not fit: the file, the
+        backbone they were trained on and the one here, and the tensor (torch's size-mismatch line)."""
         from peft.utils.error import NoMatchingPeftModuleError
 
-        enc = model.modalities[modality]
         try:
-            enc.method.load(enc.backbone, self.method_dir(modality), trainable=trainable)
+            yield
         except NoMatchingPeftModuleError:  # adapter_config.json's target_modules name no module of this backbone
-            raise self.peft_targets_error(modality, enc.backbone.identity()) from None
-        except RuntimeError as exc:  # torch's "size mismatch" from peft's load_state_dict
-            raise _peft_shape_error(self.directory, modality, self.manifest["modalities"][modality]["backbone"], enc.backbone, exc) from None
-        if enc.method.storage is Storage.PEFT:
-            check_peft_tensors(self.method_dir(modality) / PEFT_WEIGHTS, enc.backbone.model, "default")
+            raise self.peft_targets_error(modality, identity) from None
+        except torch.cuda.OutOfMemoryError:  # a RuntimeError, but the device's, not the package's
+            raise
+        except (RuntimeError, ValueError) as exc:  # torch's size mismatch from a load_state_dict; peft's refusals
+            where = self.method_dir(modality) / PEFT_WEIGHTS if method.storage is Storage.PEFT else self.directory
+            detail = _misfit_line(exc)
+            shapes = " Shapes must match; there is no way to force this." if "size mismatch" in detail else ""
+            raise PackageError(
+                f"{where}: the {method.name} weights of modality '{modality}' (trained on backbone "
+                f"{_describe(self.manifest['modalities'][modality]['backbone'])}) do not fit the backbone "
+                f"{_describe(identity)}: {detail}{shapes}"
+            ) from None
 
     def peft_targets_error(self, modality: str, identity: Mapping[str, Any]) -> PackageError:
         """peft found no module of the backbone to put the modality's adapter on: its config names the wrong ones."""
@@ -711,10 +710,8 @@ def init_from_package(model: TwoTowerModel, directory: str | Path, cfg: DictConf
     package = check_parent(model, directory, cfg, source=source)
     manifest = package.manifest
     for name, enc in model.modalities.items():
-        try:
+        with package.loading(name, enc.method, enc.backbone.identity()):
             enc.method.load_files(enc.backbone, package.method_dir(name))
-        except RuntimeError as exc:
-            raise _peft_shape_error(package.directory, name, manifest["modalities"][name]["backbone"], enc.backbone, exc) from None
     state = package.weights()
     # Objective heads: the parent's carry over (assign_weights rebuilds those this run's objective lacks);
     # heads this run's objective adds that the parent lacks keep their untrained values.

@@ -33,7 +33,7 @@ from .model import build_model
 from .objectives import objective_context
 from .package import export_package, init_from_package
 from .report import print_summary, write_report
-from .rundir import check_run_dir, start_run_dir
+from .rundir import check_run_dir, finished_report, start_run_dir
 from .train import MetricsLog, Trainer, make_accelerator
 
 
@@ -89,8 +89,13 @@ class Recipe(Trainer):
         self.hybrid: HybridChoice | None = None  # what choose_hybrid decided (hybrid.enabled), for export and report
 
     def run(self) -> dict[str, Any]:
-        """The whole run; returns the report (empty on processes other than the main one)."""
+        """The whole run; returns the report (empty on processes other than the main one). Resuming a run
+        that has finished returns its report and writes nothing (rundir.finished_report)."""
         self.started = time.perf_counter()
+        if self.cfg.train.resume:
+            finished = finished_report(self.run_dir, self.cfg)
+            if finished is not None:
+                return self.already_finished(finished)
         self.setup()
         self.result = self.fit()
         self.evaluate()
@@ -98,6 +103,19 @@ class Recipe(Trainer):
             return {}
         self.export()
         return self.report()
+
+    def already_finished(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Say that the run being resumed had finished, and where its report is; nothing is loaded or written."""
+        from accelerate import PartialState
+
+        if not PartialState().is_main_process:  # under `accelerate launch`: said once
+            return {}
+        # print, not self.console: this is the command's answer, which --quiet (no progress output) keeps.
+        print(
+            f"The run at {self.run_dir} is already finished: its report is {self.run_dir / 'report.json'} (and "
+            f"report.md beside it). Nothing was changed; to run this config again, give another directory with --out DIR."
+        )
+        return report
 
     # -- setup -------------------------------------------------------------------------------------------
     def setup(self) -> None:

@@ -120,8 +120,7 @@ class Recommender:
         from . import registry
         from .config import component
         from .model.build import build_model
-        from .methods.peft_methods import PEFT_WEIGHTS
-        from .package import check_peft_tensors, open_package
+        from .package import open_package
 
         package = open_package(_resolve(path), source=str(path))
         directory, manifest = package.directory, package.manifest
@@ -180,15 +179,10 @@ class Recommender:
         attached: list[SharedBackbone] = []
         try:
             for modality, backbone in shared.items():
-                try:
-                    backbone.add(name, model.modalities[modality].method, package.method_dir(modality), routed[modality])
-                except (PackageError, RuntimeError, ValueError) as exc:
-                    better = _peft_load_error(package, modality, backbone, exc)
-                    if better is None:
-                        raise
-                    raise better from None
+                method = model.modalities[modality].method
+                with package.loading(modality, method, backbone.identity):  # what a failed load means, as load_package says it
+                    backbone.add(name, method, package.method_dir(modality), routed[modality])
                 attached.append(backbone)
-                check_peft_tensors(package.method_dir(modality) / PEFT_WEIGHTS, getattr(backbone.backbone, "model", None), name)
         except Exception:
             for backbone in attached:
                 backbone.remove(name)
@@ -640,25 +634,6 @@ def check_device(device: str | torch.device, what: str = "device") -> torch.devi
     elif out.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"{what} {device!r}: crossrec-peft runs on cpu, cuda, cuda:N or mps.")
     return out
-
-
-def _peft_load_error(package: Any, modality: str, backbone: SharedBackbone, exc: Exception) -> PackageError | None:
-    """A shared backbone's failed peft load as the PackageError that says what the user needs: which file and key
-    when peft found no target module, the size-mismatch line with the modality and the backbone the package was
-    trained on when the weights do not fit (routing.py's message names only the directory and the backbone).
-    The cause is `exc` itself or, when routing.py already turned it into a PackageError, that one's context.
-    None: nothing better to say than `exc`."""
-    from peft.utils.error import NoMatchingPeftModuleError
-
-    from .package import _peft_shape_error
-
-    cause = exc.__context__ if isinstance(exc, PackageError) else exc
-    if isinstance(cause, NoMatchingPeftModuleError):
-        return package.peft_targets_error(modality, backbone.identity)
-    if isinstance(cause, RuntimeError) and "size mismatch" in str(cause):
-        return _peft_shape_error(package.directory, modality, package.manifest["modalities"][modality]["backbone"],
-                                 backbone.backbone, cause)
-    return None
 
 
 def _unknown_domain(name: str, loaded: list[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -70,12 +71,16 @@ def write_plots(run_dir: Path, report: dict[str, Any]) -> dict[str, str]:
 
 
 def write_report(run_dir: Path, report: dict[str, Any], *, plots: bool = True) -> None:
-    """report.json, report.md and (with `plots`) the PNGs they point to."""
+    """report.json, report.md and (with `plots`) the PNGs they point to. report.json comes last and whole (a
+    temporary file renamed into place): its presence is what marks a run finished (rundir.finished_report), so
+    a run killed before or while writing it is left unfinished, for --resume to complete."""
     run_dir = Path(run_dir)
     if plots:
         report["plots"] = write_plots(run_dir, report)
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (run_dir / "report.md").write_text(markdown(report))
+    tmp = run_dir / ".report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, run_dir / "report.json")
 
 
 def _system_table(metrics: dict[str, dict[str, float]], order: Sequence[str], names: Sequence[str]) -> list[str]:
@@ -332,14 +337,32 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         report = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc}).") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     metrics = report.get("metrics") if isinstance(report, dict) else None
     if not isinstance(metrics, dict) or not isinstance(metrics.get("model"), dict):
         raise DataError(f"{path}: field 'metrics.model' is missing; not a crossrec-peft run report.")
     for system, values in metrics.items():
-        if not isinstance(values, dict) or not all(isinstance(v, (int, float)) for v in values.values()):
-            raise DataError(f"{path}: field 'metrics.{system}' must map metric names to numbers.")
+        if not isinstance(values, dict) or not all(_is_number(v) for v in values.values()):
+            raise DataError(f"{path}: field 'metrics.{system}' must map metric names to numbers, not {_short_json(values)}.")
+    # The run's label in the comparison table, where a list or a number would show as its Python form (['a']).
+    name = report.get("name")
+    if name is not None and not isinstance(name, str):
+        raise DataError(
+            f"{path}: field 'name' must be a text (the run's name), not {_json_kind(name)} {_short_json(name)}; this "
+            "report.json was edited or not written by crossrec-peft."
+        )
     _check_cold_start(path, report.get("cold_start"))
     return report
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # JSON true is no metric value
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a text", list: "a list", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _check_cold_start(path: Path, cold: Any) -> None:
@@ -349,7 +372,7 @@ def _check_cold_start(path: Path, cold: Any) -> None:
         return
     if not isinstance(cold, dict):
         raise DataError(
-            f"{path}: field 'cold_start' must be an object (with 'cases' and 'metrics'), not {type(cold).__name__} "
+            f"{path}: field 'cold_start' must be an object (with 'cases' and 'metrics'), not {_json_kind(cold)} "
             f"{_short_json(cold)}; this report.json was edited or not written by crossrec-peft."
         )
     metrics = cold.get("metrics")
@@ -357,11 +380,11 @@ def _check_cold_start(path: Path, cold: Any) -> None:
         return
     if not isinstance(metrics, dict):
         raise DataError(
-            f"{path}: field 'cold_start.metrics' must map system names to metrics, not {type(metrics).__name__} "
+            f"{path}: field 'cold_start.metrics' must map system names to metrics, not {_json_kind(metrics)} "
             f"{_short_json(metrics)}; this report.json was edited or not written by crossrec-peft."
         )
     for system, values in metrics.items():
-        if not isinstance(values, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
+        if not isinstance(values, dict) or not all(_is_number(v) for v in values.values()):
             raise DataError(
                 f"{path}: field 'cold_start.metrics.{system}' must map metric names to numbers, not "
                 f"{_short_json(values)}; this report.json was edited or not written by crossrec-peft."
@@ -387,6 +410,6 @@ def comparison_rows(reports: Sequence[dict[str, Any]], labels: Sequence[str]) ->
 
 def run_labels(run_dirs: Sequence[Path], reports: Sequence[dict[str, Any]]) -> list[str]:
     """Run names, made unique with the directory name where two runs share one."""
-    names = [str(r.get("name") or Path(d).name) for d, r in zip(run_dirs, reports)]
+    names = [r.get("name") or Path(d).name for d, r in zip(run_dirs, reports)]  # load_run: a text or null
     labels = [n if names.count(n) == 1 else f"{n} ({Path(d).name})" for n, d in zip(names, run_dirs)]
     return [f"{label} #{i + 1}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]

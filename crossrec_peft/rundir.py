@@ -6,6 +6,10 @@ loaded and checked: a run that fails on a typo must leave the directory, and any
 was. So `check_run_dir` runs first (before anything is loaded) and only refuses; `start_run_dir` runs at the
 point the run starts (after every check) and is the first write. A directory that holds anything but an
 earlier run is refused too: the run's config.yaml and metrics.jsonl would overwrite files of the same names.
+
+A run is finished when its report.json is there: the report is the run's last write (after the adapter package),
+and is written whole or not at all (report.py), so a run killed before or while writing it has none. Resuming a
+finished run with the same config changes nothing (`finished_report`); with another config it is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .fsutil import check_can_create
 
 REPORT = "report.json"
@@ -53,8 +57,65 @@ def check_run_dir(run_dir: Path, *, resume: bool) -> None:
     if not resume and (run_dir / REPORT).is_file():
         raise ConfigError(
             f"Run directory '{run_dir}' holds a finished run ({REPORT}); a new run would overwrite it. Choose another "
-            f"directory with --out DIR, continue that run's training with --resume {run_dir}, or move it away first."
+            "directory with --out DIR, or move it away first."
         )
+
+
+def finished_report(run_dir: Path, cfg: DictConfig) -> dict | None:
+    """What resuming `run_dir` with `cfg` finds: None when the run there has not finished (no report.json: the
+    resume completes it), else the finished run's report, read as `crossrec-peft report` reads it. A finished
+    run whose config.yaml differs from `cfg` in anything but the keys a resume may change is refused: its report
+    and package answer the config it was run with, and resuming never starts another run over them."""
+    run_dir = Path(run_dir)
+    if not (run_dir / REPORT).is_file():
+        return None
+    from .checkpoint import RESUMABLE_CHANGES
+    from .config import to_yaml
+    from .report import load_run
+
+    path = run_dir / CONFIG
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        saved = exc
+    if not isinstance(saved, dict):
+        if isinstance(saved, OSError):
+            why = saved.strerror or type(saved).__name__
+        else:
+            why = type(saved).__name__ if isinstance(saved, Exception) else f"it holds a {type(saved).__name__}, not a run's config"
+        raise ConfigError(
+            f"Run directory '{run_dir}' holds a finished run ({REPORT}) but its {CONFIG} cannot be read ({why}), so "
+            "whether that run is this config's cannot be told. Nothing was changed; start a new run with --out DIR."
+        )
+    # Both sides as config.yaml holds them (to_yaml), so that a number or a null compares as written.
+    before, now = _flat(saved), _flat(yaml.safe_load(to_yaml(cfg)))
+    changed = sorted(k for k in set(before) | set(now) if k not in RESUMABLE_CHANGES and before.get(k, "<absent>") != now.get(k, "<absent>"))
+    if changed:
+        shown = "; ".join(f"{k}: run {before.get(k, '<absent>')!r}, now {now.get(k, '<absent>')!r}" for k in changed[:5])
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        raise ConfigError(
+            f"Run directory '{run_dir}' holds a finished run ({REPORT}) made with another configuration: {shown}{more}. "
+            f"--resume completes an interrupted run and never reruns a finished one; nothing was changed. That run's "
+            f"config is {path}; to run this one, give another directory with --out DIR."
+        )
+    try:
+        return load_run(run_dir)
+    except DataError as exc:  # edited, or left half-written by a version that did not write it whole
+        raise ConfigError(
+            f"{exc} Resuming cannot tell whether the run in '{run_dir}' finished; nothing was changed. Move "
+            f"{run_dir / REPORT} away to let --resume complete the run."
+        ) from None
+
+
+def _flat(node, prefix: str = "", out: dict | None = None) -> dict:
+    """A loaded config.yaml as {dotted key: value}: a key left out and one set differ by name, not by section."""
+    out = {} if out is None else out
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            _flat(value, f"{prefix}{key}.", out)
+    else:
+        out[prefix.rstrip(".")] = node
+    return out
 
 
 def start_run_dir(run_dir: Path, cfg: DictConfig) -> None:

@@ -111,3 +111,55 @@ def test_yaml_syntax_error(tmp_path):
     path.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="cannot be read as YAML"):
         load_config(path)
+
+
+def ecommerce_file(tmp_path, image, name="recipe.yaml"):
+    """The e-commerce recipe as a user's file, its image modality replaced by `image` (YAML text), or left out
+    (None)."""
+    import yaml
+
+    recipe = yaml.safe_load(recipes.path("ecommerce").read_text())
+    recipe["model"]["modalities"].pop("image")
+    text = yaml.safe_dump(recipe, sort_keys=False)
+    if image is not None:
+        text = text.replace("  modalities:\n", f"  modalities:\n    image: {image}\n", 1)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["yaml: image: null", "yaml: image: ~", "override: image=null", "override: image=~", "override: modalities={...image: null}"],
+)
+def test_a_null_modality_is_left_out_in_a_file_as_on_the_command_line(tmp_path, form):
+    """`image: null` in a recipe file and `model.modalities.image=null` on the command line are one thing (the
+    text-only recipe), through one code path."""
+    from crossrec_peft.config import to_yaml
+
+    expected = load_config(ecommerce_file(tmp_path, None, "text-only.yaml"), name="ecommerce")
+    assert list(expected.model.modalities) == ["text"]
+    kind, _, spelled = form.partition(": ")
+    if kind == "yaml":
+        cfg = load_config(ecommerce_file(tmp_path, spelled.partition(": ")[2]), name="ecommerce")
+    elif spelled.startswith("modalities="):
+        cfg = load_config(recipes.path("ecommerce"), ["model.modalities={image: null}"])
+    else:
+        cfg = load_config(recipes.path("ecommerce"), [f"model.modalities.{spelled}"])
+    assert to_yaml(cfg) == to_yaml(expected)
+
+
+@pytest.mark.parametrize(
+    "source, overrides, expected",
+    [
+        ("recipe", ["model.modalities.imgae=null"], "override 'model.modalities.imgae=null': there is no modality 'imgae' to drop. Did you mean 'image'?"),
+        ("recipe", ["model.modalities.text=null", "model.modalities.image=null"], "'model.modalities' is empty"),
+        ("file", ["model.modalities.text=null"], "'model.modalities' is empty"),
+    ],
+    ids=["override-typo", "override-drops-all", "file-null-and-override-drop-all"],
+)
+def test_dropping_a_modality_that_is_not_there_or_every_modality_is_refused(tmp_path, source, overrides, expected):
+    path = recipes.path("ecommerce") if source == "recipe" else ecommerce_file(tmp_path, "null")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, overrides)
+    assert expected in str(err.value)

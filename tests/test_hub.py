@@ -1,11 +1,15 @@
 """The Hub side of packages, up to the network boundary: addresses, what a push uploads (verified first),
-the model card as the Hub reads it, and loading from a snapshot in a local Hugging Face cache with
-HF_HUB_OFFLINE=1 through the real snapshot_download."""
+the model card as the Hub reads it, loading from a snapshot in a local Hugging Face cache with
+HF_HUB_OFFLINE=1 through the real snapshot_download, and an unreachable Hub (a closed local port as
+HF_ENDPOINT) for packages and backbones named by Hub id."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,7 @@ from crossrec_peft.model import build_model
 from crossrec_peft.package import MANIFEST, export_package, load_package, read_manifest
 
 from ._packages import perturb
+from tests.conftest import tiny_overrides
 from .test_package import same_weights
 
 
@@ -165,5 +170,109 @@ def test_load_from_local_hub_cache_offline(package, tmp_path, monkeypatch):
     assert branch_dir == repo / "snapshots" / branch_commit
     with pytest.raises(PackageError, match="adapter_model.safetensors: sha256 does not match"):
         load_package(branch_dir)
-    with pytest.raises(PackageError, match="hf://crossrec/absent: not in the local Hugging Face cache .*HF_HUB_OFFLINE=1"):
+    with pytest.raises(PackageError, match="hf://crossrec/absent: 'crossrec/absent' is not in the local Hugging Face cache .*HF_HUB_OFFLINE=1 is set"):
         resolve("hf://crossrec/absent")
+
+
+# -- an unreachable Hub: real connections to a closed local port ------------------------------------------------
+CLOSED_ENDPOINT = "http://127.0.0.1:9"  # the discard port: nothing listens there, so a connection is refused
+
+
+def _unreachable_hub_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a machine whose Hub cannot be reached: online mode (the tests' HF_HUB_OFFLINE=1
+    removed), HF_ENDPOINT on a closed port, an empty Hugging Face cache in tmp. huggingface_hub reads these at
+    import, hence a subprocess."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE")}
+    env.update(HF_ENDPOINT=CLOSED_ENDPOINT, HF_HOME=str(tmp_path / "hf-home"))
+    return env
+
+
+def _crossrec(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "crossrec_peft", *args], capture_output=True, text=True, env=env, timeout=300)
+    return proc, time.monotonic() - start
+
+
+# Each names a Hub id that is not cached. Before, huggingface_hub's download retries (1+2+4+8+8 = 23 s of sleep
+# per file, for each file a library tries) made these take 30 s to minutes. The bound is a sanity bound for a
+# loaded 2-core machine (the subprocess imports torch and builds the demo data first), still below one file's
+# retries.
+@pytest.mark.parametrize(
+    "what, args, repo_id",
+    [
+        ("text backbone", ["model.modalities.text.backbone.name=hf:someorg/absent-model", "model.modalities.image=null"], "someorg/absent-model"),
+        ("open_clip Hub model", ["model.modalities.image.backbone={name: 'openclip:hf-hub:someorg/absent-clip', tower: image}"], "someorg/absent-clip"),
+        ("open_clip pretrained tag", ["model.modalities.image.backbone={name: 'openclip:ViT-B-32/laion2b_s34b_b79k', tower: image}"], "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
+        ("adapter package", None, "someorg/absent-package"),
+    ],
+)
+def test_unreachable_hub_fails_fast_and_names_the_id(what, args, repo_id, tiny_bert, tmp_path):
+    env = _unreachable_hub_env(tmp_path)
+    if args is None:
+        command = ["recommend", f"hf://{repo_id}", "--history", "i1"]
+    else:
+        command = ["recipe", "ecommerce", "--quiet", "--out", str(tmp_path / "run"), *tiny_overrides(tiny_bert), *args]
+    proc, seconds = _crossrec(command, env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr
+    assert "Traceback" not in err and "Retrying in" not in err
+    assert f"the Hugging Face Hub ({CLOSED_ENDPOINT}) could not be reached (ConnectError: " in err
+    assert f"'{repo_id}' is not in the local Hugging Face cache ({tmp_path / 'hf-home' / 'hub'})" in err
+    assert "HF_HUB_OFFLINE=1" in err
+    assert seconds < 20, f"{what}: {seconds:.1f} s"
+
+
+def test_unreachable_hub_reads_a_cached_backbone_from_the_cache(tiny_bert, tmp_path):
+    """A backbone named by Hub id and cached loads when the Hub cannot be reached, from its snapshot, without
+    waiting for transformers' retries of files the cache does not hold (adapter_config.json and others)."""
+    env = _unreachable_hub_env(tmp_path)
+    repo = tmp_path / "hf-home" / "hub" / "models--someorg--tiny-bert"
+    _blob_snapshot(repo, "c" * 40, tiny_bert)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("c" * 40)
+    code = (
+        "from crossrec_peft.backbones.text import TextBackboneOptions, hf\n"
+        "b = hf(TextBackboneOptions(), 'someorg/tiny-bert')\n"
+        "print(b.model_id, b.hidden_size, b.identity()['sha256'])\n"
+    )
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    seconds = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # The identity stays the Hub id's (no local weight files hashed), as when it is downloaded.
+    assert proc.stdout.split() == ["someorg/tiny-bert", "32", "None"]
+    assert "read from the local cache" in proc.stderr and "Retrying in" not in proc.stderr
+    assert seconds < 20, f"{seconds:.1f} s"
+
+
+def _text_backbone(argument):
+    from crossrec_peft.backbones.text import TextBackboneOptions, hf
+
+    return hf(TextBackboneOptions(), argument)
+
+
+def _clip_backbone(argument):
+    from crossrec_peft.backbones.clip import ClipBackbone, ClipOptions
+
+    return ClipBackbone(argument, ClipOptions())
+
+
+@pytest.mark.parametrize(
+    "build, argument, repo_id",
+    [
+        (_text_backbone, "someorg/absent-model", "someorg/absent-model"),
+        (_clip_backbone, "hf-hub:someorg/absent-clip", "someorg/absent-clip"),
+        (_clip_backbone, "ViT-B-32/laion2b_s34b_b79k", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
+    ],
+)
+def test_offline_uncached_backbone_says_hf_hub_offline(build, argument, repo_id, tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1 (the tests' setting, set on huggingface_hub's constants as in the load test above) and
+    an empty cache: the Hub is not asked, and the error names the id, the cache and HF_HUB_OFFLINE=1."""
+    from huggingface_hub import constants
+
+    from crossrec_peft.errors import ConfigError
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match=f"'{repo_id}' is not in the local Hugging Face cache .*HF_HUB_OFFLINE=1 is set"):
+        build(argument)

@@ -47,9 +47,27 @@ def reseal_file(directory, rel: str) -> None:
     edit(directory, lambda m: m["files"].__setitem__(rel, sha256(directory / rel)))
 
 
-def load_both(directory):
-    """Both load paths, each expected to refuse the package."""
-    return [lambda: load_package(directory), lambda: Recommender(device="cpu").load_adapter(directory)]
+def change_file(directory, rel: str, change):
+    """Apply `change` to the package file `rel` (a .json file as its dict, a .safetensors file as its dict of
+    tensors), write it back and re-seal it; returns the file's path and what `change` returned."""
+    path = directory / rel
+    if path.suffix == ".json":
+        content = json.loads(path.read_text())
+        result = change(content)
+        path.write_text(json.dumps(content))
+    else:
+        content = load_file(str(path))
+        result = change(content)
+        save_file(content, str(path), metadata={"format": "pt"})
+    reseal_file(directory, rel)
+    return path, result
+
+
+def assert_both_refuse(directory, match: str) -> None:
+    """Both load paths (load_package and the Recommender's shared backbones) refuse the package with `match`."""
+    for load in (lambda: load_package(directory), lambda: Recommender(device="cpu").load_adapter(directory)):
+        with pytest.raises(PackageError, match=match):
+            load()
 
 
 # (edit of the manifest, the key the message must name, and the message's words)
@@ -73,9 +91,7 @@ MANIFEST_CASES = {
 def test_bad_manifest_values_name_the_manifest_and_key(package, case, version):
     change, message = MANIFEST_CASES[case]
     edit(package, change, version=version)
-    for load in load_both(package):
-        with pytest.raises(PackageError, match=f"^{package / MANIFEST}: .*{message}"):
-            load()
+    assert_both_refuse(package, f"^{package / MANIFEST}: .*{message}")
 
 
 def test_a_manifest_without_max_history_still_loads(package):
@@ -96,38 +112,36 @@ PEFT_CONFIG_CASES = {
 @pytest.mark.parametrize("case", list(PEFT_CONFIG_CASES))
 def test_bad_peft_config_values_name_the_file_and_key(package, case):
     change, message = PEFT_CONFIG_CASES[case]
-    path = package / "adapter_config.json"
-    config = json.loads(path.read_text())
-    change(config)
-    path.write_text(json.dumps(config))
-    reseal_file(package, "adapter_config.json")
-    for load in load_both(package):
-        with pytest.raises(PackageError, match=f"^{path}: {message}"):
-            load()
+    path, _ = change_file(package, "adapter_config.json", change)
+    assert_both_refuse(package, f"^{path}: {message}")
 
 
-def test_missing_lora_tensor_is_refused_by_name(package):
-    """peft only warns about a missing tensor and keeps its initial value: the scores change silently."""
-    path = package / "adapter_model.safetensors"
-    tensors = load_file(str(path))
-    gone = sorted(tensors)[0]
-    del tensors[gone]
-    save_file(tensors, str(path), metadata={"format": "pt"})
-    reseal_file(package, "adapter_model.safetensors")
-    for load in load_both(package):
-        with pytest.raises(PackageError, match=f"^{path}: 1 tensor\\(s\\) of the peft adapter are missing: '{gone}'"):
-            load()
+def _drop_first(tensors) -> str:
+    name = sorted(tensors)[0]
+    del tensors[name]
+    return name
 
 
-def test_misshapen_lora_tensor_names_the_tensor_on_a_shared_backbone(package):
-    """torch's error starts with a line that names no tensor; the size-mismatch line is the one to show."""
-    path = package / "adapter_model.safetensors"
-    tensors = load_file(str(path))
-    first = sorted(tensors)[0]
-    tensors[first] = tensors[first][:, :3].contiguous()
-    save_file(tensors, str(path), metadata={"format": "pt"})
-    reseal_file(package, "adapter_model.safetensors")
-    stem = first.removesuffix(".weight")
-    for load in load_both(package):
-        with pytest.raises(PackageError, match=f"do not fit the backbone .*size mismatch for {stem}\\.[a-z]+\\.weight: copying a param with shape"):
-            load()
+def _narrow_first(tensors) -> str:
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name][:, :3].contiguous()
+    return name
+
+
+# (edit of adapter_model.safetensors returning the tensor it changed, the message given the file and that tensor)
+ADAPTER_WEIGHT_CASES = {
+    # peft only warns about a missing tensor and keeps its initial value: the scores would change silently.
+    "missing tensor": (_drop_first, lambda path, name: f"^{path}: 1 tensor\\(s\\) of the peft adapter are missing: '{name}'"),
+    # torch's error starts with a line that names no tensor; the size-mismatch line is the one to show.
+    "misshapen tensor": (
+        _narrow_first,
+        lambda path, name: f"do not fit the backbone .*size mismatch for {name.removesuffix('.weight')}\\.[a-z]+\\.weight: copying a param with shape",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ADAPTER_WEIGHT_CASES))
+def test_bad_lora_tensors_are_refused_by_name(package, case):
+    change, message = ADAPTER_WEIGHT_CASES[case]
+    path, name = change_file(package, "adapter_model.safetensors", change)
+    assert_both_refuse(package, message(path, name))

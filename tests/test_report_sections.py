@@ -56,3 +56,47 @@ def test_cli_exit_2(tmp_path, cold, capsys):
     run = write(tmp_path, cold)
     assert main(["report", str(run), "--no-plot"]) == 2
     assert "report.json" in capsys.readouterr().err
+
+
+def write_named(tmp_path, fields):
+    """A report.json with the model's metrics and `fields` on top (a field given as ... is left out)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    report = {"name": "r", "metrics": {"model": MODEL}}
+    report.update(fields)
+    (run / "report.json").write_text(json.dumps({k: v for k, v in report.items() if v is not ...}))
+    return run
+
+
+@pytest.mark.parametrize(
+    "fields, key, shown",
+    [
+        ({"name": ["a", "b"]}, "'name'", 'a list ["a", "b"]'),
+        ({"name": 7}, "'name'", "a number 7"),
+        ({"name": True}, "'name'", "a boolean true"),
+        ({"name": {"run": "a"}}, "'name'", 'an object {"run": "a"}'),
+        ({"metrics": {"model": {"ndcg@10": True}}}, "'metrics.model'", '{"ndcg@10": true}'),
+        ({"metrics": {"model": MODEL, "ids": {"ndcg@10": None}}}, "'metrics.ids'", '{"ndcg@10": null}'),
+    ],
+    ids=["name-list", "name-number", "name-bool", "name-object", "metric-bool", "metric-null"],
+)
+def test_a_key_of_the_wrong_type_is_a_data_error_naming_file_and_key(tmp_path, capsys, fields, key, shown):
+    from crossrec_peft.cli import main
+
+    run = write_named(tmp_path, fields)
+    with pytest.raises(DataError) as err:
+        load_run(run)
+    message = str(err.value)
+    assert message.startswith(f"{run / 'report.json'}: field {key} must") and shown in message
+    assert main(["report", str(run), "--no-plot"]) == 2  # the CLI: the same message, exit 2
+    assert f"{run / 'report.json'}: field {key}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fields, label", [({"name": "shop"}, "shop"), ({"name": None}, "run"), ({"name": ...}, "run"), ({"name": ""}, "run")],
+                         ids=["text", "null", "absent", "empty"])
+def test_a_name_that_is_text_or_absent_labels_the_run(tmp_path, fields, label):
+    """A text names the run; null, absent or empty fall back to the directory's name."""
+    from crossrec_peft.report import run_labels
+
+    run = write_named(tmp_path, fields)
+    assert run_labels([run], [load_run(run)]) == [label]

@@ -91,6 +91,30 @@ class ClipOptions:
         return None
 
 
+def _hub_source(arch: str, pretrained: str | None) -> tuple[str, list[str]] | None:
+    """(Hub repo, the files open_clip would read from it, the one it asks for first leading) for
+    `openclip:hf-hub:<repo>` and for a pretrained tag that open_clip downloads from the Hub; None for local
+    files, random initialisation and tags open_clip does not know (it reports those itself)."""
+    from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    if arch.startswith("hf-hub:"):
+        return arch[len("hf-hub:"):], [HF_CONFIG_NAME]
+    if not pretrained or Path(pretrained).exists():
+        return None
+    import open_clip
+
+    hub = open_clip.get_pretrained_cfg(arch, pretrained).get("hf_hub", "")
+    if not hub:
+        return None
+    # open_clip's convention: "org/name/" means its default weights file, "org/name/<file>" that file; it reads
+    # the safetensors sibling of a .bin when the repo has one.
+    repo, filename = hub.rstrip("/"), HF_WEIGHTS_NAME
+    if not hub.endswith("/"):
+        repo, _, filename = hub.rpartition("/")
+    safe = HF_SAFE_WEIGHTS_NAME if filename == HF_WEIGHTS_NAME else str(Path(filename).with_suffix(".safetensors"))
+    return repo, [safe, filename]
+
+
 class _TextTower(nn.Module):
     """CLIP's text tower without the image tower."""
 
@@ -124,6 +148,14 @@ class ClipBackbone(nn.Module):
                 f"Unknown open_clip architecture '{arch}'.{did_you_mean(arch, open_clip.list_models())} "
                 "List them with crossrec_peft.backbones.clip.list_architectures()."
             )
+        hub_source = _hub_source(arch, pretrained)
+        if hub_source:
+            from ..hub import offline_snapshot
+
+            # Fail at once when the Hub cannot be reached and the weights are not cached, instead of after
+            # open_clip's downloads have retried (a safetensors file, then a .bin). Cached, open_clip finds them
+            # itself: its hf_hub_download calls fall back to the cache.
+            offline_snapshot(hub_source[0], what=f"Cannot load open_clip backbone 'openclip:{argument}'", files=hub_source[1])
         try:
             with torch.random.fork_rng():
                 # Without pretrained weights the tower's starting point is its initialisation; a fixed seed makes

@@ -57,18 +57,40 @@ class TextBackbone(nn.Module):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        kwargs = {"revision": options.revision} if options.revision and not Path(path).is_dir() else {}
+        kwargs: dict[str, Any] = {}
+        load_from = path
+        if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+            # transformers would fail on the tokenizer first, with a message about sentencepiece.
+            raise ConfigError(
+                f"Cannot load text backbone '{model_id}': local directory '{path}' has no config.json; a transformers "
+                "model directory holds config.json, the tokenizer's files and model.safetensors (save_pretrained writes them)."
+            )
+        if not Path(path).is_dir():
+            from ..hub import offline_snapshot
+
+            # Ask the Hub once before transformers does: unreachable, a model that is not cached is a clear error
+            # at once, and a cached one is loaded from its snapshot directory (transformers' local_files_only
+            # still asks the Hub for adapter_config.json, with retries). `path` stays the identity either way.
+            snapshot = offline_snapshot(path, what=f"Cannot load text backbone '{model_id}'", files=["config.json"], revision=options.revision)
+            if snapshot is not None:
+                log.warning("The Hugging Face Hub cannot be reached: text backbone '%s' is read from the local cache (%s).", model_id, snapshot)
+                load_from = str(snapshot)
+            elif options.revision:
+                kwargs["revision"] = options.revision
         try:
             # trust_remote_code stays False: a backbone is weights and a known architecture, never code.
-            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, **kwargs)
+            self.tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=False, **kwargs)
             quantization = hf_quantization_config(options.quantize)
             if quantization is not None:
                 kwargs.update(quantization_config=quantization, device_map={"": default_device()})
-            self.model = AutoModel.from_pretrained(path, trust_remote_code=False, use_safetensors=True, **kwargs)
+            self.model = AutoModel.from_pretrained(load_from, trust_remote_code=False, use_safetensors=True, **kwargs)
         except (OSError, ValueError) as exc:
             where = "local directory" if Path(path).is_dir() else "Hugging Face Hub id (needs network or the local cache)"
+            # transformers' messages can run over several lines whose first says nothing ("Couldn't instantiate
+            # the backend tokenizer from one of:"): all of it, on one line, cut at a length a terminal shows.
+            detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:500] or type(exc).__name__
             raise ConfigError(
-                f"Cannot load text backbone '{model_id}' from {where} '{path}': {str(exc).splitlines()[0]} "
+                f"Cannot load text backbone '{model_id}' from {where} '{path}': {detail} "
                 "Only safetensors weights are read."
             ) from None
         if getattr(self.model, "pooler", None) is not None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError, PackageError
+from ..errors import ConfigError, PackageError, named
 from ..registry import methods
 from .base import Method, Storage
 
@@ -23,6 +23,32 @@ if TYPE_CHECKING:
     from ..model.routing import SharedBackbone
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
+
+
+def adapter_tensors(peft_model: Any, adapter: str) -> list[str]:
+    """The names peft saves `adapter` of `peft_model` under (as in its adapter_model.safetensors); none when
+    `peft_model` holds no such peft adapter."""
+    from peft import PeftModel, get_peft_model_state_dict
+
+    if not isinstance(peft_model, PeftModel) or adapter not in peft_model.peft_config:
+        return []
+    return list(get_peft_model_state_dict(peft_model, adapter_name=adapter, save_embedding_layers=False))
+
+
+def check_peft_tensors(path: Path, expected: Iterable[str]) -> None:
+    """Refuse the peft weight file at `path` when it lacks any of the tensors `expected` (those of the adapter
+    its config describes): peft only warns and leaves them at their initial values, and routed IA3 hooks
+    would never be put on their modules, either way silently changing the scores."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:  # opened by verify_files already: only its names are read
+        present = set(fh.keys())
+    missing = [name for name in expected if name not in present]
+    if missing:
+        raise PackageError(
+            f"{path}: {len(missing)} tensor(s) of the peft adapter are missing: {named(missing, 5)}. They would keep "
+            "their initial values, so the package is refused; re-export it."
+        )
 
 
 class PeftMethod(Method):
@@ -92,6 +118,7 @@ class PeftMethod(Method):
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
+        check_peft_tensors(directory / PEFT_WEIGHTS, adapter_tensors(backbone.model, "default"))
         weights = load_file(str(directory / PEFT_WEIGHTS))
         result = set_peft_model_state_dict(backbone.model, weights)
         if result.unexpected_keys:
@@ -185,22 +212,28 @@ class IA3(PeftMethod):
         or output, on this domain's rows only; the vectors are peft's, read from its files."""
         from peft import IA3Config
         from peft.tuners.ia3 import IA3Model
+        from peft.tuners.tuners_utils import check_target_module_exists
         from safetensors.torch import load_file
 
         if state:
             raise PackageError(f"{directory}: IA3 keeps its weights in peft's files, but the package has backbone tensors {', '.join(list(state)[:3])}.")
         config = IA3Config.from_pretrained(str(directory))
-        for key, value in load_file(str(directory / PEFT_WEIGHTS)).items():
+        # No PeftModel is built here, so the tensors the config calls for are found by peft's own matching rule
+        # (the one its IA3 layers are injected by): a module without its vector would silently stay unscaled.
+        weights = directory / PEFT_WEIGHTS
+        check_peft_tensors(weights, [f"base_model.model.{inner}.ia3_l" for inner, _ in shared.transformer_modules()
+                                      if bool(check_target_module_exists(config, inner))])
+        for key, value in load_file(str(weights)).items():
             if not key.endswith(".ia3_l"):
-                raise PackageError(f"{directory}: unexpected IA3 tensor '{key}'.")
+                raise PackageError(f"{weights}: unexpected IA3 tensor '{key}'.")
             inner = key[: -len(".ia3_l")].removeprefix("base_model.model.")  # peft's name: a path in the transformer
-            module = shared.transformer_module(inner, str(directory))
+            module = shared.transformer_module(inner, str(weights))
             on_input = IA3Model._check_target_module_feedforward(config, inner)
             conv = isinstance(module, nn.modules.conv._ConvNd)  # IA3 scales a convolution's channels (dim 1)
             features = getattr(module, ("in_" if on_input else "out_") + ("channels" if conv else "features"), None)
             if features is not None and value.numel() != features:
                 raise PackageError(
-                    f"{directory}: IA3 vector for '{inner}' has {value.numel()} entries, the module of backbone "
+                    f"{weights}: IA3 vector for '{inner}' has {value.numel()} entries, the module of backbone "
                     f"'{shared.identity.get('id')}' has {features} {'inputs' if on_input else 'outputs'}."
                 )
             scale = nn.Parameter(value.flatten().float(), requires_grad=False)

@@ -16,6 +16,10 @@ holds the machinery methods share with:
 
 Each row is transformed only by its own domain's adapter (the others are the identity for it), so one call
 over a mixed batch equals running each domain on its own rows (tests/model/test_routing.py).
+
+A method's load that fails (torch's size mismatch, peft's missing target module) leaves the backbone as it was
+and is raised as it came: the caller, which knows the package, turns it into the PackageError a user reads
+(`OpenedPackage.loading`, package.py), the same one as for a standalone load.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ import copy
 from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import PackageError
 from ..methods.base import transformer
+from ..methods.peft_methods import PEFT_WEIGHTS, adapter_tensors, check_peft_tensors
 
 if TYPE_CHECKING:
     from ..methods.base import Method
@@ -154,13 +159,6 @@ def _strip_peft(model: nn.Module) -> nn.Module:
     return model
 
 
-def _mismatch(exc: Exception) -> str:
-    """The line of a failed load that says what does not fit: torch's first line ("Error(s) in loading
-    state_dict for PeftModel:") names no tensor; its "size mismatch for NAME: ... shape A ... shape B" does."""
-    lines = str(exc).splitlines() or [type(exc).__name__]
-    return next((line.strip() for line in lines if "size mismatch" in line), lines[0])[:300]
-
-
 class SharedBackbone(nn.Module):
     """One frozen backbone shared by several domains, each with its own method's adapter;
     `forward(inputs, domains)` encodes a batch whose row i belongs to `domains[i]`."""
@@ -205,6 +203,14 @@ class SharedBackbone(nn.Module):
         """The frozen module at `path` relative to the transformer (how peft names modules)."""
         return self.module(self._transformer_prefix + path, where)
 
+    def transformer_modules(self) -> Iterator[tuple[str, nn.Module]]:
+        """(path relative to the transformer, module) for every module inside the untouched transformer: what a
+        peft config's target_modules are matched against."""
+        prefix = self._transformer_prefix
+        for path, module in self._modules_at.items():
+            if path.startswith(prefix) and path != prefix.rstrip("."):
+                yield path[len(prefix):], module
+
     def route_input(self, domain: str, module: nn.Module, fn: Fn) -> None:
         """Apply `fn` to `module`'s input (its first argument) on `domain`'s rows."""
         self._routes_for(module).add(domain, fn, on_input=True)
@@ -227,7 +233,7 @@ class SharedBackbone(nn.Module):
     def add_named_peft(self, domain: str, directory: Path) -> None:
         """`domain`'s peft adapter (files in `directory`) as a named adapter of the backbone's `PeftModel`,
         routed per row by peft's `adapter_names`. Only for peft types whose layers route rows (LoRA): one
-        PeftModel holds one type."""
+        PeftModel holds one type. A weight file lacking some of the adapter's tensors is refused."""
         from peft import PeftConfig, PeftModel
 
         config = PeftConfig.from_pretrained(str(directory))
@@ -243,17 +249,15 @@ class SharedBackbone(nn.Module):
             else:
                 # low_cpu_mem_usage: the new layers are created empty and filled from the file (no init).
                 self.backbone.model.load_adapter(str(directory), adapter_name=domain, low_cpu_mem_usage=True)
-        except Exception as exc:
+            check_peft_tensors(Path(directory) / PEFT_WEIGHTS, adapter_tensors(self.backbone.model, domain))
+        except Exception:
             # peft injects its layers before it reads the weights: a failed load leaves them in the backbone,
-            # where the next domain's adapter would be wrapped around them (and lose its weights).
+            # where the next domain's adapter would be wrapped around them (and lose its weights). A load refused
+            # after it succeeded (a missing tensor) has also put the PeftModel in the backbone's place.
             if first:
-                _strip_peft(plain)
+                self.backbone.model = _strip_peft(plain)
             elif domain in self.backbone.model.peft_config:
                 self.backbone.model.delete_adapter(domain)
-            if isinstance(exc, (RuntimeError, ValueError)):  # torch's size mismatch; peft's target modules not found
-                raise PackageError(
-                    f"{directory}: the peft weights do not fit backbone '{self.identity.get('id')}': {_mismatch(exc)}"
-                ) from None
             raise
         self.backbone.model.requires_grad_(False)
         self.backbone.model.eval()
@@ -266,10 +270,7 @@ class SharedBackbone(nn.Module):
         A tensor of `state` that is one of the shared frozen tensors is refused: it would change every domain."""
         view = structural_copy(self._pristine)
         shared = {id(t) for t in self._pristine.parameters()} | {id(t) for t in self._pristine.buffers()}
-        try:
-            method.load(view, directory, trainable=False)
-        except RuntimeError as exc:  # torch's size mismatch from a load_state_dict
-            raise PackageError(f"{directory}: the {method.name} weights do not fit backbone '{self.identity.get('id')}': {_mismatch(exc)}") from None
+        method.load(view, directory, trainable=False)
         tensors = dict(view.named_parameters())
         tensors.update(dict(view.named_buffers()))
         for name, value in state.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -44,9 +46,22 @@ def test_item_without_text_is_named_with_its_line(tmp_path, tiny_bert):
         backbone.featurize(list(data.columns(["title", "category"]).values()), data.feature_context())
 
 
-def test_unloadable_path_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="Cannot load text backbone"):
-        TextBackbone(str(tmp_path), model_id="empty", options=TextBackboneOptions())
+@pytest.mark.parametrize(
+    "files, says",
+    [
+        ({}, r"local directory '.*' has no config\.json"),
+        ({"config.json": "{not json"}, r"from local directory '.*': .+ Only safetensors weights are read\."),
+        ({"config.json": '{"model_type": "bert"}'}, r"from local directory '.*': .+ Only safetensors weights are read\."),
+    ],
+    ids=["empty", "config-not-json", "config-without-weights"],
+)
+def test_unloadable_directory_is_a_config_error(tmp_path, files, says):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=r"^Cannot load text backbone 'broken'") as caught:
+        TextBackbone(str(tmp_path), model_id="broken", options=TextBackboneOptions())
+    assert re.search(says, str(caught.value)), str(caught.value)
+    assert "\n" not in str(caught.value)  # one line, whatever transformers said
 
 
 def test_minilm_is_bundled():
