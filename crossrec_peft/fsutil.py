@@ -1,5 +1,5 @@
-"""File-system helpers shared by everything that writes a directory atomically (tempdir + rename) and checks
-what it reads back (sha256 of files)."""
+"""File-system helpers shared by everything that writes a directory or a file atomically (a temporary one
+beside it, then a rename) and checks what it reads back (sha256 of files)."""
 
 from __future__ import annotations
 
@@ -124,6 +124,25 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         _remove_made(made)
+        raise
+
+
+@contextmanager
+def atomic_file(target: str | Path) -> Iterator[Path]:
+    """A temporary file beside `target` to write; when the block ends without an error it is renamed onto
+    `target`, so a reader (or a run resumed after a kill) sees the old file or the new one, never half of one.
+    It gets the usual umask-based mode (mkstemp makes it private, 0600). When the block raises, the temporary
+    file is removed and `target` is untouched. The parent directory must exist."""
+    target = Path(target)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name[:_STEM]}.tmp-", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(0o666 & ~current_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -26,7 +24,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError, PackageError, named
-from .fsutil import save_safetensors, sha256, update_digest
+from .fsutil import atomic_file, save_safetensors, sha256, update_digest
 
 FORMAT = "crossrec-index/1"
 
@@ -141,15 +139,8 @@ def save_index(path: str | Path, index: Index) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**index.meta, "format": FORMAT, "item_ids": json.dumps(index.item_ids)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         save_safetensors({"content": index.content.float().contiguous()}, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

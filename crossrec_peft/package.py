@@ -38,7 +38,7 @@ from safetensors.torch import load_file
 
 from .backbones.base import CatalogTable
 from .errors import ConfigError, PackageError
-from .fsutil import atomic_directory, make_public, save_safetensors, sha256
+from .fsutil import atomic_directory, atomic_file, make_public, save_safetensors, sha256
 from .hybrid import FILE as HYBRID_FILE
 from .hybrid import HybridChoice, HybridRanking, Neighbours
 from .manifest import canonical_sha256, check_listing, check_peft_configs, check_safetensors, check_schema, check_sealed
@@ -522,9 +522,8 @@ def seal_package(directory: str | Path) -> dict:
     write_model_card(directory, manifest)
     manifest["files"]["README.md"] = sha256(directory / "README.md")
     manifest["package_sha256"] = canonical_sha256(manifest)
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(directory / MANIFEST)
+    with atomic_file(directory / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     make_public(directory)
     return manifest
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import DataError
+from .fsutil import atomic_file
 
 HEADLINE = ("recall@10", "ndcg@10", "mrr@10")
 FAMILIES = ("recall", "ndcg", "mrr", "map", "coverage")
@@ -78,9 +78,8 @@ def write_report(run_dir: Path, report: dict[str, Any], *, plots: bool = True) -
     if plots:
         report["plots"] = write_plots(run_dir, report)
     (run_dir / "report.md").write_text(markdown(report))
-    tmp = run_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, run_dir / "report.json")
+    with atomic_file(run_dir / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _system_table(metrics: dict[str, dict[str, float]], order: Sequence[str], names: Sequence[str]) -> list[str]:

@@ -1,5 +1,6 @@
-"""fsutil: save_safetensors (a file safetensors reads back, the same bytes in every process) and
-atomic_directory (a directory replaced whole or not at all, nothing left behind by a failure)."""
+"""fsutil: save_safetensors (a file safetensors reads back, the same bytes in every process), and
+atomic_directory and atomic_file (a directory or a file replaced whole or not at all, nothing left behind by a
+failure)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from crossrec_peft.errors import OutputError
-from crossrec_peft.fsutil import atomic_directory, save_safetensors, sha256
+from crossrec_peft.fsutil import atomic_directory, atomic_file, current_umask, save_safetensors, sha256
 
 TENSORS = {"b.weight": torch.arange(12, dtype=torch.float32).reshape(3, 4), "a": torch.arange(5), "h": torch.ones(7, dtype=torch.float16)}
 
@@ -145,3 +146,27 @@ def test_atomic_directory_names_a_path_it_cannot_write(tmp_path, make, target, m
         with atomic_directory(tmp_path / target) as work:
             _fill(work, "new")
     assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("earlier", [None, "the earlier file"], ids=["new", "replaced"])
+@pytest.mark.parametrize("fails", [False, True], ids=["written", "failed"])
+def test_atomic_file_replaces_whole_or_not_at_all(tmp_path, earlier, fails):
+    target = tmp_path / "report.json"
+    if earlier is not None:
+        target.write_text(earlier)
+    try:
+        with atomic_file(target) as tmp:
+            assert tmp.parent == tmp_path and tmp != target
+            tmp.write_text("half")
+            assert target.read_text() == earlier if earlier is not None else not target.exists()  # not yet in place
+            if fails:
+                raise KeyboardInterrupt  # a kill mid-write
+            tmp.write_text("the new file")
+    except KeyboardInterrupt:
+        assert fails
+    if fails:
+        assert (target.read_text() if target.exists() else None) == earlier
+    else:
+        assert target.read_text() == "the new file"
+        assert target.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # not mkstemp's private 0600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if fails and earlier is None else ["report.json"])

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +91,7 @@ def convert(name: str) -> Path:
     """The converted safetensors file for a bundled backbone, made on first use (atomically: a rename)."""
     import timm
 
-    from ..fsutil import save_safetensors
+    from ..fsutil import atomic_file, save_safetensors
 
     bundle = BUNDLED[name]
     target = converted_path(name, bundle)
@@ -112,16 +110,9 @@ def convert(name: str) -> Path:
     reference = timm.create_model(bundle.timm_arch, pretrained=False).state_dict()
     mapped = map_state(state, reference, f"Backbone '{name}'")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_file(target) as tmp:
         # save_safetensors: the file's bytes must not vary (its sha256 is the backbone's identity).
         save_safetensors(mapped, tmp, metadata={"source": f"{bundle.pip_name}/{bundle.file} sha256:{bundle.sha256} -> timm {bundle.timm_arch}"})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     if _sha256(target) != bundle.converted_sha256:
         log.warning("Backbone '%s': the converted weights differ from the reference conversion (sha256 %s); adapter "
                     "packages trained on the reference will not load onto it (check the timm version).", name, _sha256(target))

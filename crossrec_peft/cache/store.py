@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..fsutil import sha256
+from ..fsutil import atomic_file, sha256
 
 FORMAT_VERSION = 1
 INDEX = "index.json"
@@ -185,12 +185,10 @@ class ShardStore:
             if array.shape != (len(items), *shape):
                 raise ValueError(f"field {field}: rows of shape {array.shape}, expected {(len(items), *shape)}")
             path = shard.path(self.directory, field)
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "wb") as fh:
+            with atomic_file(path) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, array, allow_pickle=False)
                 fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+                os.fsync(fh.fileno())  # on disk before the index names it
             shard.files[field] = {"bytes": path.stat().st_size, "sha256": sha256(path)}
         self.shards.append(shard)
         self._write_index()
@@ -202,9 +200,8 @@ class ShardStore:
             "fields": {k: {"shape": list(shape), "dtype": dtype} for k, (shape, dtype) in self.fields.items()},
             "shards": [{"name": s.name, "items": s.items, "files": s.files} for s in self.shards],
         }
-        tmp = self.directory / f".{INDEX}.tmp"
-        tmp.write_text(json.dumps(index))
-        os.replace(tmp, self.directory / INDEX)
+        with atomic_file(self.directory / INDEX) as tmp:
+            tmp.write_text(json.dumps(index))
 
 
 class CachedRows:
