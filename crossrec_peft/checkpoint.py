@@ -56,6 +56,14 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k not in RESUMABLE_CHANGES}
 
 
+def changed_keys(before: dict[str, Any], now: dict[str, Any], label: str) -> str:
+    """The dotted keys whose values differ between two flattened configs, shown as 'key: <label> old, now new'
+    (the first five, and how many more); '' when none differ. For the refusals of a resume (here and rundir.py)."""
+    changed = sorted(k for k in set(before) | set(now) if before.get(k, "<absent>") != now.get(k, "<absent>"))
+    shown = "; ".join(f"{k}: {label} {before.get(k, '<absent>')!r}, now {now.get(k, '<absent>')!r}" for k in changed[:5])
+    return shown + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else "")
+
+
 def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
     if isinstance(node, dict) and node:
         for key, value in node.items():
@@ -182,14 +190,11 @@ def read_state(directory: Path, cfg: DictConfig, num_processes: int) -> dict[str
             f"{directory} was written by {state['num_processes']} process(es) and this run has {num_processes}: the data "
             "shards and random states would not line up. Resume with the same number of processes."
         )
-    saved, now = state.get("fingerprint", {}), fingerprint(cfg)
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k, "<absent>") != now.get(k, "<absent>"))
+    changed = changed_keys(state.get("fingerprint", {}), fingerprint(cfg), "checkpoint")
     if changed:
-        shown = "; ".join(f"{k}: checkpoint {saved.get(k, '<absent>')!r}, now {now.get(k, '<absent>')!r}" for k in changed[:5])
-        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
         raise CheckpointError(
             f"{directory} was written with a different configuration, so resuming would not continue the same run: "
-            f"{shown}{more}. Resume with the run's own config ({directory.parent.parent / 'config.yaml'}) or start a new run directory."
+            f"{changed}. Resume with the run's own config ({directory.parent.parent / 'config.yaml'}) or start a new run directory."
         )
     return state
 

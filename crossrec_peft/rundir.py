@@ -69,7 +69,7 @@ def finished_report(run_dir: Path, cfg: DictConfig) -> dict | None:
     run_dir = Path(run_dir)
     if not (run_dir / REPORT).is_file():
         return None
-    from .checkpoint import RESUMABLE_CHANGES
+    from .checkpoint import RESUMABLE_CHANGES, changed_keys
     from .config import to_yaml
     from .report import load_run
 
@@ -89,12 +89,11 @@ def finished_report(run_dir: Path, cfg: DictConfig) -> dict | None:
         )
     # Both sides as config.yaml holds them (to_yaml), so that a number or a null compares as written.
     before, now = _flat(saved), _flat(yaml.safe_load(to_yaml(cfg)))
-    changed = sorted(k for k in set(before) | set(now) if k not in RESUMABLE_CHANGES and before.get(k, "<absent>") != now.get(k, "<absent>"))
+    changed = changed_keys({k: v for k, v in before.items() if k not in RESUMABLE_CHANGES},
+                           {k: v for k, v in now.items() if k not in RESUMABLE_CHANGES}, "run")
     if changed:
-        shown = "; ".join(f"{k}: run {before.get(k, '<absent>')!r}, now {now.get(k, '<absent>')!r}" for k in changed[:5])
-        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
         raise ConfigError(
-            f"Run directory '{run_dir}' holds a finished run ({REPORT}) made with another configuration: {shown}{more}. "
+            f"Run directory '{run_dir}' holds a finished run ({REPORT}) made with another configuration: {changed}. "
             f"--resume completes an interrupted run and never reruns a finished one; nothing was changed. That run's "
             f"config is {path}; to run this one, give another directory with --out DIR."
         )
