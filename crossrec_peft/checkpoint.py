@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .config import flat_keys
 from .errors import CheckpointError, CrossrecError  # CheckpointError re-exported: where it was defined before
 from .fsutil import make_public, sha256
 
@@ -50,7 +51,7 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     """The parts of the config that determine the training trajectory, flattened to dotted keys."""
     flat: dict[str, Any] = {"seed": cfg.seed}
     for section in ("data", "model", "train"):
-        _flatten(OmegaConf.to_container(cfg[section], resolve=True), section, flat)
+        flat.update(flat_keys(OmegaConf.to_container(cfg[section], resolve=True), section))
     if cfg.get("recipe_class"):  # another training loop is another trajectory (absent when the default runs,
         flat["recipe_class"] = cfg.recipe_class  # so checkpoints of default runs keep their fingerprint)
     return {k: v for k, v in flat.items() if k not in RESUMABLE_CHANGES}
@@ -62,14 +63,6 @@ def changed_keys(before: dict[str, Any], now: dict[str, Any], label: str) -> str
     changed = sorted(k for k in set(before) | set(now) if before.get(k, "<absent>") != now.get(k, "<absent>"))
     shown = "; ".join(f"{k}: {label} {before.get(k, '<absent>')!r}, now {now.get(k, '<absent>')!r}" for k in changed[:5])
     return shown + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else "")
-
-
-def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(node, dict) and node:
-        for key, value in node.items():
-            _flatten(value, f"{prefix}.{key}", out)
-    else:
-        out[prefix] = node
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:

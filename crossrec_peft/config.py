@@ -563,3 +563,14 @@ def _check_ranges(cfg: DictConfig) -> None:
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg)
+
+
+def flat_keys(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {dotted key: leaf}, keys under `prefix`. An empty mapping is a leaf, so that a key left
+    out and one set differ by name, not by section (the resume refusals compare configs this way)."""
+    if not (isinstance(node, Mapping) and node):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(flat_keys(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out

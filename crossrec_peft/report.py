@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from .config import flat_keys
 from .errors import DataError
 from .fsutil import atomic_file
 
@@ -96,16 +97,6 @@ def _delta_row(name: str, before: float | None, after: float | None) -> str:
     relative = f"{100 * (after - before) / before:+.1f}%" if before else "–"
     return f"| {name} | {before:.4f} | {after:.4f} | {after - before:+.4f} | {relative} |"
 
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested metric dicts (per task of a multitask objective) as (dotted name, value) rows."""
-    rows: list[tuple[str, Any]] = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            rows += _flatten(value, f"{prefix}{key}.")
-        else:
-            rows.append((f"{prefix}{key}", value))
-    return rows
 
 
 def protocol_line(report: dict[str, Any]) -> str:
@@ -236,7 +227,8 @@ def markdown(report: dict[str, Any]) -> str:
     objective = report.get("objective_metrics")
     if objective:
         lines += ["", "## Objective metrics (test)", "", "| metric | value |", "|---|---:|"]
-        lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |" for name, value in _flatten(objective)]
+        rows = flat_keys(objective).items()  # nested per task of a multitask objective
+        lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |" for name, value in rows]
 
     lines += ["", "## Training", ""]
     if "training" in plots:

@@ -70,7 +70,7 @@ def finished_report(run_dir: Path, cfg: DictConfig) -> dict | None:
     if not (run_dir / REPORT).is_file():
         return None
     from .checkpoint import RESUMABLE_CHANGES, changed_keys
-    from .config import to_yaml
+    from .config import flat_keys, to_yaml
     from .report import load_run
 
     path = run_dir / CONFIG
@@ -88,7 +88,7 @@ def finished_report(run_dir: Path, cfg: DictConfig) -> dict | None:
             "whether that run is this config's cannot be told. Nothing was changed; start a new run with --out DIR."
         )
     # Both sides as config.yaml holds them (to_yaml), so that a number or a null compares as written.
-    before, now = _flat(saved), _flat(yaml.safe_load(to_yaml(cfg)))
+    before, now = flat_keys(saved), flat_keys(yaml.safe_load(to_yaml(cfg)))
     changed = changed_keys({k: v for k, v in before.items() if k not in RESUMABLE_CHANGES},
                            {k: v for k, v in now.items() if k not in RESUMABLE_CHANGES}, "run")
     if changed:
@@ -104,17 +104,6 @@ def finished_report(run_dir: Path, cfg: DictConfig) -> dict | None:
             f"{exc} Resuming cannot tell whether the run in '{run_dir}' finished; nothing was changed. Move "
             f"{run_dir / REPORT} away to let --resume complete the run."
         ) from None
-
-
-def _flat(node, prefix: str = "", out: dict | None = None) -> dict:
-    """A loaded config.yaml as {dotted key: value}: a key left out and one set differ by name, not by section."""
-    out = {} if out is None else out
-    if isinstance(node, dict) and node:
-        for key, value in node.items():
-            _flat(value, f"{prefix}{key}.", out)
-    else:
-        out[prefix.rstrip(".")] = node
-    return out
 
 
 def start_run_dir(run_dir: Path, cfg: DictConfig) -> None:

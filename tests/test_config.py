@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from crossrec_peft import recipes
-from crossrec_peft.config import load_config
+from crossrec_peft.config import flat_keys, load_config
 from crossrec_peft.errors import ConfigError
 
 
@@ -163,3 +163,15 @@ def test_dropping_a_modality_that_is_not_there_or_every_modality_is_refused(tmp_
     with pytest.raises(ConfigError) as err:
         load_config(path, overrides)
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("node, prefix, expected", [
+    ({"a": {"b": 1, "c": {"d": None}}}, "", {"a.b": 1, "a.c.d": None}),
+    ({"lr": 0.1, "objective": {"name": "retrieval"}}, "train", {"train.lr": 0.1, "train.objective.name": "retrieval"}),
+    # An empty section is a leaf: a config that leaves it empty differs from one that leaves it out.
+    ({"a": {}, "b": [1, 2]}, "", {"a": {}, "b": [1, 2]}),
+    ({}, "model", {"model": {}}),
+    (3, "seed", {"seed": 3}),
+])
+def test_flat_keys(node, prefix, expected):
+    assert flat_keys(node, prefix) == expected
