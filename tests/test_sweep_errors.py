@@ -22,6 +22,12 @@ from tests.test_sweep import sweep_overrides
 @pytest.mark.parametrize(
     "spec, expected",
     [
+        ({"type": "floaty", "low": 1, "high": 2}, "Did you mean 'float'?"),
+        ({"type": "float", "low": 0.1, "high": 0.01}, "'low' < 'high'"),
+        ({"type": "float", "low": 0, "high": 0.01, "log": True}, "log range needs 'low' > 0"),
+        ({"type": "float", "low": 0.001, "high": 0.01, "lgo": True}, "unknown field 'lgo'"),
+        ({"type": "categorical", "choices": ["mean"]}, "at least two values"),
+        (0.01, "must be a mapping"),
         ({"type": "int", "low": 4, "high": 12, "step": 0.5}, "whole-number 'step' of at least 1"),
         ({"type": "int", "low": 4, "high": 12, "step": 1.5}, "whole-number 'step' of at least 1"),
         ({"type": "int", "low": 4.5, "high": 12}, "whole numbers 'low' and 'high'"),
@@ -31,7 +37,7 @@ from tests.test_sweep import sweep_overrides
         ({"type": "categorical", "choices": [8, [16]]}, "got [16]"),
     ],
 )
-def test_space_refuses_fractional_int_ranges_and_non_scalar_choices(spec, expected):
+def test_malformed_space_names_the_key(spec, expected):
     with pytest.raises(ConfigError) as err:
         parse_space({"model.max_history": spec})
     assert expected in str(err.value) and "'sweep.space.model.max_history'" in str(err.value)
@@ -57,17 +63,21 @@ def test_space_accepts_scalar_choices(choices):
 
 
 @pytest.mark.parametrize(
-    "space, expected",
+    "override, expected",
     [
-        ("{model.max_history: {type: int, low: 4, high: 12, step: 0.5}}", "'sweep.space.model.max_history'"),
-        ("{model.max_history: {type: int, low: 4.5, high: 12}}", "whole numbers"),
-        ("{model.user_encoder: {type: categorical, choices: [{name: mean}, {name: attention}]}}", "'sweep.space.model.user_encoder'"),
-        ("{eval.ks: {type: categorical, choices: [[5, 10], [10, 20]]}}", "'sweep.space.eval.ks'"),
+        ("sweep.space={train.lrr: {type: float, low: 0.001, high: 0.01}}", "Did you mean 'lr'?"),
+        ("sweep.space={model.user_encoder.name: {type: categorical, choices: [mean, atention]}}", "Did you mean 'attention'?"),
+        ("sweep.metric=ndcg@7", "'sweep.metric'"),
+        ("sweep.space={}", "declares no search space"),
+        ("sweep.space={model.max_history: {type: int, low: 4, high: 12, step: 0.5}}", "'sweep.space.model.max_history'"),
+        ("sweep.space={model.max_history: {type: int, low: 4.5, high: 12}}", "whole numbers"),
+        ("sweep.space={model.user_encoder: {type: categorical, choices: [{name: mean}, {name: attention}]}}", "'sweep.space.model.user_encoder'"),
+        ("sweep.space={eval.ks: {type: categorical, choices: [[5, 10], [10, 20]]}}", "'sweep.space.eval.ks'"),
     ],
 )
-def test_sweep_command_refuses_bad_space_and_writes_nothing(tmp_path, capsys, space, expected):
+def test_sweep_command_refuses_bad_space_and_writes_nothing(tmp_path, capsys, override, expected):
     out = tmp_path / "sweep"
-    assert main(["sweep", "ecommerce", f"sweep.space={space}", "--trials", "1", "--out", str(out)]) == 2
+    assert main(["sweep", "ecommerce", override, "--trials", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.startswith("error: ") and "Traceback" not in err
     assert not out.exists()
