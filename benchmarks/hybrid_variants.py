@@ -34,6 +34,12 @@ term of their nearest items (`borrow_weight`). This script ranks a grid of varia
   weight), `rrf:K:W` (reciprocal rank fusion, 1/(K + model rank) + W/(K + term rank), items the term does not
   score adding nothing), `sqrt:W` (the sum with the term's square root), `agree:A:W` (the term x exp(A x the
   model's cosine): it counts more where the model agrees).
+- the model's scores propagated over the co-occurrence neighbours (`--propagate A ...`): the run's hybrid
+  plus A x the mean of the model's scores of each candidate's neighbours (the term's table, each row
+  normalised to sum 1): a candidate counts more when the items bought with it rank high for the user. With
+  `--propagate-skip-history` the history items' own scores are left out of the mean (they are what the term
+  already counts). With `--propagate-centred` the candidate's own model score is subtracted from that mean
+  (a candidate without neighbours then changes nothing, where the plain mean ranks it below every bought one).
 
 Each item keeps its `hybrid.neighbours` most similar items, as the package does. Every cell of the grid is
 ranked on validation and test (the standard protocol of the run's config); validation's best cell is marked.
@@ -219,6 +225,29 @@ def history_borrow_scorer(base, term: CooccurrenceTerm, weight: float, lending: 
     return score
 
 
+def propagate_scorer(base, shipped, term: CooccurrenceTerm, weight: float, skip_history: bool, centred: bool):
+    """`shipped` plus `weight` x, for each candidate, the neighbour-weighted mean of the model's scores
+    (`base`) of its co-occurrence neighbours (module doc)."""
+    n = term.num_items
+    rows = torch.repeat_interleave(torch.arange(n), term.indptr[1:] - term.indptr[:-1])
+    sums = torch.zeros(n).index_add_(0, rows, term.values).clamp(min=1e-12)
+    table = torch.sparse_coo_tensor(torch.stack([rows, term.cols]), term.values / sums[rows], (n, n)).coalesce()
+    has_row = (term.indptr[1:] > term.indptr[:-1]).float()
+
+    def score(histories):
+        model = base(histories)
+        if skip_history:
+            model = model.clone()
+            for r, history in enumerate(histories):
+                model[r, torch.as_tensor([int(i) for i in history])] = 0.0
+        spread = torch.sparse.mm(table, model.T).T
+        if centred:
+            spread = (spread - base(histories)) * has_row
+        return shipped(histories) + weight * spread
+
+    return score
+
+
 def _ranks(scores: torch.Tensor) -> torch.Tensor:
     """Each row's ranks, 1 for the highest score."""
     order = torch.argsort(scores, dim=1, descending=True)
@@ -264,6 +293,10 @@ def main() -> None:
     parser.add_argument("--history-borrow", type=float, nargs="*", default=[], metavar="W",
                         help="history items without co-occurrences borrow their nearest items' rows x W (0: left out of the shares)")
     parser.add_argument("--fusions", nargs="*", default=[], metavar="SPEC", help="weight:W, sqrt:W, agree:A:W, rrf:K:W")
+    parser.add_argument("--propagate", type=float, nargs="*", default=[], metavar="A",
+                        help="the run's hybrid + A x the mean model score of each candidate's co-occurrence neighbours")
+    parser.add_argument("--propagate-skip-history", action="store_true", help="leave the history items' scores out of that mean")
+    parser.add_argument("--propagate-centred", action="store_true", help="subtract the candidate's own model score from that mean")
     parser.add_argument("--tag", default="", help="appended to the results file's name (several grids on one run)")
     args = parser.parse_args()
     loaded = load_run(args.run)
@@ -308,7 +341,7 @@ def main() -> None:
                 gap = abs(row["validation ndcg@10"] - reference["validation ndcg@10"])
                 assert gap < 5e-4, f"the grid's plain cell ({row}) does not reproduce the product's term ({reference})"
 
-    if args.users or args.untuned_rare or args.history_borrow or args.fusions:
+    if args.users or args.untuned_rare or args.history_borrow or args.fusions or args.propagate:
         # On top of the product's term as the run chose it (the manifest's hybrid record).
         chosen = loaded.hybrid_record
         decay, lent = float(chosen.get("decay") or 1.0), float(chosen.get("borrow_weight") or 0)
@@ -336,6 +369,10 @@ def main() -> None:
             row = ranked(history_borrow_scorer(loaded.base, product, float(chosen["weight"]), lending, has_row))
             how = f"borrowing their nearest items' rows x{lend:g}" if lend else "left out of the shares"
             report({"term": f"the run's hybrid, history items without co-occurrences {how}", **run_term, **row})
+        for a in args.propagate:
+            row = ranked(propagate_scorer(loaded.base, shipped, product, a, args.propagate_skip_history, args.propagate_centred))
+            skip = (", history items left out" if args.propagate_skip_history else "") + (", centred" if args.propagate_centred else "")
+            report({"term": f"the run's hybrid + {a:g} x the model's scores propagated over the neighbours{skip}", **run_term, **row})
         for spec in args.fusions:
             report({"term": f"the model and the run's term fused as {spec}", **run_term, **ranked(fusion_scorer(loaded.base, product.scores, spec))})
 
