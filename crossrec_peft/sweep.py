@@ -260,7 +260,9 @@ def run_sweep(
 
         def on_validation(epoch: int, values: dict[str, float]) -> None:
             trial.report(values[metric], epoch)
-            if trial.should_prune():
+            # After the last epoch there is no training left to save: such a trial ran its course and is
+            # complete, judged by its best epoch (pruning it there would also hide it from the best trial).
+            if epoch < int(cfg.train.epochs) and trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: {metric} {values[metric]:.4f} is below the median")
 
         if progress:
