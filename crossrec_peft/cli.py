@@ -17,6 +17,7 @@ import os
 import sys
 import traceback
 
+from . import interrupts
 from .commands import COMMANDS
 from .errors import CrossrecError
 
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import crossrec_peft  # noqa: F401  (registers the built-ins)
 
-        command.run(args)
+        with interrupts.remembered():
+            command.run(args)
         return 0
     except CrossrecError as exc:
         if args.debug:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, interrupts
 from .data.batching import Collator, TrainWindows
 from .errors import ConfigError, CrossrecError
 from .model.two_tower import TwoTowerModel
@@ -265,6 +265,7 @@ class Trainer:
         self.prepared.train()
         bar = tqdm(batches, desc=f"epoch {epoch}/{tc.epochs}", disable=not self.progress, leave=False, initial=skip, total=len(self.loader))
         for batch in bar:
+            interrupts.check()  # a Ctrl-C whose exception a finalizer dropped stops the run here
             index = st.batch + 1
             logs, lr = self.train_step(batch, index)
             st.batch = index
