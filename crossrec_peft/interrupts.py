@@ -2,11 +2,11 @@
 
 Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be. When that is a
 finalizer the garbage collector runs (a weakref callback, an object's __del__), Python hands the exception to
-`sys.unraisablehook`, which prints "Exception ignored in ..." and drops it, and the command runs on: measured on
-`crossrec-peft sweep`, 4 of 16 Ctrl-Cs sent 0 to 3 s into a trial were dropped (all 0.5-0.6 s in, during the
-model build), and the trial trained to its end. Inside `remembered()` that hook notes a dropped KeyboardInterrupt instead of
-printing it, and `check()` raises it again at a point that is never a finalizer: each training step calls it.
-An interrupt that was not dropped propagates as always and is never raised twice.
+`sys.unraisablehook`, which prints "Exception ignored in ..." and drops it, and the command runs on: measured
+on `crossrec-peft sweep`, 4 of 16 Ctrl-Cs sent 0 to 3 s into a trial were dropped (all 0.5-0.6 s in, during
+the model build), and the trial trained to its end. Inside `remembered()` that hook notes a dropped
+KeyboardInterrupt instead of printing it, and `check()` raises it again at a point that is never a finalizer:
+each training step calls it. An interrupt that was not dropped propagates as always and is never raised twice.
 """
 
 from __future__ import annotations
