@@ -197,11 +197,16 @@ def untuned_rare_scorer(base, untuned: torch.Tensor, counts: np.ndarray, most: i
     return score
 
 
+def term_rows(term: CooccurrenceTerm) -> torch.Tensor:
+    """The row (history item) of each of the term's stored similarities: its CSR `indptr` spelled out."""
+    return torch.repeat_interleave(torch.arange(term.num_items), term.indptr[1:] - term.indptr[:-1])
+
+
 def history_borrow_scorer(base, term: CooccurrenceTerm, weight: float, lending: Borrowing | None, has_row: torch.Tensor):
     """`base` plus `weight` x the run's term with history items that have no co-occurrences either borrowing
     their nearest items' rows (`lending`, module doc) or, when it is None, left out of the recency shares."""
     n = term.num_items
-    rows = torch.repeat_interleave(torch.arange(n), term.indptr[1:] - term.indptr[:-1])
+    rows = term_rows(term)
     table_t = torch.sparse_coo_tensor(torch.stack([term.cols, rows]), term.values, (n, n)).coalesce()
     lend_t = None
     if lending is not None:
@@ -225,25 +230,26 @@ def history_borrow_scorer(base, term: CooccurrenceTerm, weight: float, lending: 
     return score
 
 
-def propagate_scorer(base, shipped, term: CooccurrenceTerm, weight: float, skip_history: bool, centred: bool):
-    """`shipped` plus `weight` x, for each candidate, the neighbour-weighted mean of the model's scores
-    (`base`) of its co-occurrence neighbours (module doc)."""
+def propagate_scorer(base, term: CooccurrenceTerm, term_weight: float, weight: float, skip_history: bool, centred: bool):
+    """The run's hybrid (`base` + `term_weight` x `term`) plus `weight` x, for each candidate, the neighbour-weighted
+    mean of the model's scores (`base`) of its co-occurrence neighbours (module doc)."""
     n = term.num_items
-    rows = torch.repeat_interleave(torch.arange(n), term.indptr[1:] - term.indptr[:-1])
+    rows = term_rows(term)
     sums = torch.zeros(n).index_add_(0, rows, term.values).clamp(min=1e-12)
     table = torch.sparse_coo_tensor(torch.stack([rows, term.cols]), term.values / sums[rows], (n, n)).coalesce()
     has_row = (term.indptr[1:] > term.indptr[:-1]).float()
 
     def score(histories):
-        model = base(histories)
+        model = base(histories)  # once: the hybrid, the spread and its centring all read it
+        spread_from = model
         if skip_history:
-            model = model.clone()
+            spread_from = model.clone()
             for r, history in enumerate(histories):
-                model[r, torch.as_tensor([int(i) for i in history])] = 0.0
-        spread = torch.sparse.mm(table, model.T).T
+                spread_from[r, torch.as_tensor([int(i) for i in history])] = 0.0
+        spread = torch.sparse.mm(table, spread_from.T).T
         if centred:
-            spread = (spread - base(histories)) * has_row
-        return shipped(histories) + weight * spread
+            spread = (spread - model) * has_row
+        return model + term_weight * term.scores(histories) + weight * spread
 
     return score
 
@@ -370,7 +376,7 @@ def main() -> None:
             how = f"borrowing their nearest items' rows x{lend:g}" if lend else "left out of the shares"
             report({"term": f"the run's hybrid, history items without co-occurrences {how}", **run_term, **row})
         for a in args.propagate:
-            row = ranked(propagate_scorer(loaded.base, shipped, product, a, args.propagate_skip_history, args.propagate_centred))
+            row = ranked(propagate_scorer(loaded.base, product, float(chosen["weight"]), a, args.propagate_skip_history, args.propagate_centred))
             skip = (", history items left out" if args.propagate_skip_history else "") + (", centred" if args.propagate_centred else "")
             report({"term": f"the run's hybrid + {a:g} x the model's scores propagated over the neighbours{skip}", **run_term, **row})
         for spec in args.fusions:

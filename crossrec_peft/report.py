@@ -98,7 +98,6 @@ def _delta_row(name: str, before: float | None, after: float | None) -> str:
     return f"| {name} | {before:.4f} | {after:.4f} | {after - before:+.4f} | {relative} |"
 
 
-
 def protocol_line(report: dict[str, Any]) -> str:
     """How a target already in the history was counted (reports before the option have no `protocol`)."""
     protocol = report.get("protocol") or {"repeats": "allow"}
